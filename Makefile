@@ -1,0 +1,32 @@
+# Two self-sufficient targets: `make test` and `make reproduce` (each creates .venv if missing).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= quick
+
+.PHONY: test reproduce lab benchmark clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+reproduce: $(STAMP)
+	$(BIN)/kdfair run --profile $(PROFILE)
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	$(BIN)/jupyter lab notebooks/
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_metrics.py
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,56 @@
+"""Hinton et al. (2015) knowledge distillation.
+
+Conventions (the paper's, where it states them; ours otherwise):
+
+* ``alpha`` weights the **distillation** term and ``1 - alpha`` the hard-label cross-entropy
+  (the paper's slides; α = 0.8 in all its experiments). torchdistill uses the opposite.
+* The distillation term is ``KL(softmax(teacher/T) ‖ softmax(student/T))`` summed over classes
+  and averaged over the batch (PyTorch ``reduction="batchmean"``). ``reduction="mean"`` would
+  also divide by the number of classes: a 1/C-scaled loss, a known trap.
+* ``t2_scaling=True`` multiplies the KL by T², which keeps its gradient magnitude roughly
+  constant across T (the soft gradients scale as 1/T²). The paper does not state it; Hinton
+  et al. and most libraries do it.
+* The hard-label term uses the student's logits at T = 1.
+* The teacher must be in eval mode and run without gradients; :func:`kd_loss` detaches its
+  logits, and :func:`kdfair_utils.train.train_model` runs it under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def check_kd_args(temperature: float, alpha: float) -> None:
+    """``ValueError`` unless T > 0 and 0 ≤ α ≤ 1."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+
+
+def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(logits / T) along the last dimension."""
+    check_kd_args(temperature, 0.0)
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                      t2_scaling: bool = True) -> torch.Tensor:
+    """[T² ·] KL(softmax(teacher/T) ‖ softmax(student/T)), summed over classes, batch-mean."""
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2 if t2_scaling else kl
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+            temperature: float, alpha: float, t2_scaling: bool = True) -> torch.Tensor:
+    """α·[T²·]KL(p_teacher^T ‖ p_student^T) + (1 − α)·CE(targets, student), batch-mean.
+
+    See the module docstring for every convention.
+    """
+    check_kd_args(temperature, alpha)
+    soft = distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
+    hard = F.cross_entropy(student_logits, targets)
+    return alpha * soft + (1.0 - alpha) * hard

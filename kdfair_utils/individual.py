@@ -1,0 +1,119 @@
+"""Individual fairness: Dwork et al.'s Lipschitz ratio and the counterfactual flip rate.
+
+The paper measures ``I(f) = E_(x,x')[ D(f(x), f(x')) / d(x, x') ]`` over pairs of similar inputs
+but states neither the pairs, nor D, nor d. Our choices (all parameters):
+
+* pairs: counterfactual twins (Trifeature: the same image with the protected attribute changed,
+  :func:`kdfair_utils.datasets.load_trifeature` ``test_cf_color``/``test_cf_texture``), or the
+  ``k`` nearest neighbours in a fixed feature space (:func:`knn_pairs`);
+* D on probability vectors: total variation ``½‖p − p'‖₁`` (default, in [0, 1]), ``l1`` or ``l2``;
+* d in the fixed input space: ``l2`` = ‖x − x'‖₂ / √dim (RMS difference; pixels in [0, 1]) or
+  ``cosine`` = 1 − cos(x, x'). Pairs with d = 0 are an error (the ratio is undefined).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+OUTPUT_DISTANCES = ("tv", "l1", "l2")
+INPUT_DISTANCES = ("l2", "cosine")
+
+
+def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax over the last axis (numpy)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def output_distance(p: np.ndarray, q: np.ndarray, kind: str = "tv") -> np.ndarray:
+    """Distance between probability vectors along the last axis."""
+    if kind not in OUTPUT_DISTANCES:
+        raise ValueError(f"output distance must be one of {OUTPUT_DISTANCES}, got {kind!r}")
+    diff = np.asarray(p, dtype=np.float64) - np.asarray(q, dtype=np.float64)
+    if kind == "l2":
+        return np.sqrt((diff**2).sum(-1))
+    l1 = np.abs(diff).sum(-1)
+    return 0.5 * l1 if kind == "tv" else l1
+
+
+def input_distance(x: Any, x2: Any, kind: str = "l2") -> np.ndarray:
+    """Distance between paired inputs ``[N, ...]`` (flattened): RMS-L2 or cosine distance."""
+    if kind not in INPUT_DISTANCES:
+        raise ValueError(f"input distance must be one of {INPUT_DISTANCES}, got {kind!r}")
+    a = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    b = np.asarray(x2, dtype=np.float64).reshape(len(x2), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"x and x2 differ in shape: {a.shape} vs {b.shape}")
+    if kind == "l2":
+        return np.sqrt(((a - b) ** 2).mean(1))
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    if np.any(na == 0) or np.any(nb == 0):
+        raise ValueError("cosine distance is undefined for an all-zero input")
+    return 1.0 - (a * b).sum(1) / (na * nb)
+
+
+def lipschitz_ratio(probs: Any, probs2: Any, x: Any, x2: Any, *, output: str = "tv", input: str = "l2",
+                    reduce: bool = True) -> np.ndarray | float:
+    """Mean of D(f(x), f(x')) / d(x, x') over pairs (lower = fairer).
+
+    ``probs``/``probs2``: probabilities ``[examples, classes]`` or ``[models, examples, classes]``
+    for x and its partner x'; ``x``/``x2``: the paired inputs in the fixed space where d is taken
+    (e.g. images scaled to [0, 1]). Returns one value per model (or the per-pair ratios with
+    ``reduce=False``).
+    """
+    p, q = np.asarray(probs, dtype=np.float64), np.asarray(probs2, dtype=np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"probs and probs2 differ in shape: {p.shape} vs {q.shape}")
+    if p.ndim not in (2, 3):
+        raise ValueError(f"probs must be [examples, classes] or [models, examples, classes], got {p.shape}")
+    if not np.all(np.isfinite(p)) or not np.all(np.isfinite(q)):
+        raise ValueError("probs contain NaN or inf")
+    d_in = input_distance(x, x2, input)
+    if len(d_in) != p.shape[-2]:
+        raise ValueError(f"{len(d_in)} input pairs for {p.shape[-2]} output pairs")
+    if np.any(d_in <= 0):
+        raise ValueError(f"{int(np.sum(d_in <= 0))} pair(s) have input distance 0; the ratio is undefined")
+    ratios = output_distance(p, q, output) / d_in
+    if not reduce:
+        return ratios
+    out = ratios.mean(-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def flip_rate(preds: Any, preds2: Any) -> np.ndarray | float:
+    """Share of pairs whose predicted class differs (per model for ``[models, examples]``)."""
+    a, b = np.asarray(preds), np.asarray(preds2)
+    if a.shape != b.shape:
+        raise ValueError(f"preds and preds2 differ in shape: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        raise ValueError("preds is empty")
+    out = (a != b).mean(-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identical: bool = True) -> np.ndarray:
+    """Index pairs ``[N*k, 2]``: each example with its ``k`` nearest neighbours in ``features``.
+
+    Exact duplicates (distance 0) are skipped when ``exclude_identical``, so every pair has a
+    defined ratio.
+    """
+    f = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    if metric not in INPUT_DISTANCES:
+        raise ValueError(f"metric must be one of {INPUT_DISTANCES}, got {metric!r}")
+    if not 1 <= k < len(f):
+        raise ValueError(f"k must be in [1, {len(f) - 1}], got {k}")
+    if metric == "cosine":
+        f = f / np.linalg.norm(f, axis=1, keepdims=True)
+        dist = 1.0 - f @ f.T
+    else:
+        sq = (f**2).sum(1)
+        dist = np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0.0)
+    np.fill_diagonal(dist, np.inf)
+    if exclude_identical:
+        dist[dist <= 1e-12] = np.inf
+    nn = np.argsort(dist, axis=1)[:, :k]
+    return np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)

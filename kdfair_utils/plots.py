@@ -1,0 +1,152 @@
+"""Figures of the series (matplotlib; every function returns the Figure)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .datasets import Dataset
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def trifeature_gallery(data: Dataset, *, rows: str = "shape", cols: str = "color", split: str = "train",
+                       size: float = 0.9):
+    """One example per (rows value, cols value), e.g. every shape in every colour."""
+    plt = _plt()
+    s = data.eval_splits().get(split, data.train if split == "train" else None)
+    if s is None:
+        raise ValueError(f"unknown split {split!r}")
+    for name in (rows, cols):
+        if name not in s.attributes:
+            raise ValueError(f"unknown attribute {name!r}; known: {', '.join(s.attributes)}")
+    r_names, c_names = data.attribute_values[rows], data.attribute_values[cols]
+    fig, axes = plt.subplots(len(r_names), len(c_names), figsize=(size * len(c_names), size * len(r_names)),
+                             squeeze=False)
+    for i in range(len(r_names)):
+        for j in range(len(c_names)):
+            ax = axes[i, j]
+            hit = np.flatnonzero((s.attributes[rows] == i) & (s.attributes[cols] == j))
+            if hit.size:
+                ax.imshow(s.images[hit[0]].transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(r_names[i], rotation=0, ha="right", va="center", fontsize=8)
+            if i == 0:
+                ax.set_title(c_names[j], fontsize=8)
+    fig.suptitle(f"Trifeature: {rows} (rows) × {cols} (columns)")
+    fig.tight_layout()
+    return fig
+
+
+def soft_targets_plot(logits: Sequence[float], temperatures: Sequence[float], class_names: Sequence[str]):
+    """softmax(z / T) of one example for several T: higher T flattens the distribution."""
+    from .individual import softmax
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(2.6 * len(temperatures), 2.6), sharey=True)
+    for ax, t in zip(np.atleast_1d(axes), temperatures):
+        ax.bar(range(len(class_names)), softmax(np.asarray(logits)[None], t)[0], color="C0")
+        ax.set_title(f"T = {t:g}")
+        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("probability")
+    fig.tight_layout()
+    return fig
+
+
+def _reference_lines(ax, refs: dict[str, float] | None) -> None:
+    for k, (name, value) in enumerate((refs or {}).items()):
+        ax.axhline(value, ls="--", color=f"C{k + 1}", label=name)
+
+
+def metric_vs_temperature(table: Any, *, metric: str, ylabel: str | None = None,
+                          refs: dict[str, float] | None = None, std: str | None = None, ax=None):
+    """Mean (± std band) of ``metric`` against T for the DS rows of ``table`` (columns T, metric
+    and optionally ``std``); ``refs`` draws horizontal lines, e.g. the teacher and NDS means."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+    t = np.asarray(table["T"], dtype=float)
+    y = np.asarray(table[metric], dtype=float)
+    ax.plot(t, y, "o-", color="C0", label="distilled student")
+    if std is not None:
+        s = np.asarray(table[std], dtype=float)
+        ax.fill_between(t, y - s, y + s, color="C0", alpha=0.2)
+    _reference_lines(ax, refs)
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel(ylabel or metric)
+    if t.max() / max(t.min(), 1e-9) > 15:
+        ax.set_xscale("log")
+        ax.set_xticks(t, [f"{v:g}" for v in t])
+    ax.legend(fontsize=8)
+    return fig or ax.figure
+
+
+def counts_vs_temperature(table: Any, *, null_expected: float | None = None, n_classes: int | None = None,
+                          title: str = ""):
+    """#SC and #TC (raw and BH) against T — the paper's Fig. 3 — with the chance level."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for col, style, label in (("SC_raw", "o-C0", "#SC raw (NDS vs DS)"), ("SC_bh", "o--C0", "#SC BH"),
+                              ("TC_raw", "s-C3", "#TC raw (teacher vs DS)"), ("TC_bh", "s--C3", "#TC BH")):
+        if col in table:
+            ax.plot(table["T"], table[col], style[:-2], color=style[-2:], label=label)
+    if null_expected is not None:
+        ax.axhline(null_expected, color="grey", ls=":", label=f"chance (null) ≈ {null_expected:.1f}")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("significant classes" + (f" (of {n_classes})" if n_classes else ""))
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def disagreement_heatmap(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "",
+                         xlabel: str = "other model", ylabel: str = "teacher", ax=None):
+    """Off-diagonal disagreement counts (the paper's Fig. 2)."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    im = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046)
+    return fig or ax.figure
+
+
+def class_effect_plot(table: Any, *, title: str = "", max_classes: int = 40):
+    """Per-class difference of normalised accuracy with 95 % Welch intervals, sorted; the
+    significant classes (raw p < α) in red."""
+    plt = _plt()
+    t = table.sort_values("diff").reset_index(drop=True)
+    if len(t) > max_classes:
+        t = t.iloc[np.r_[0: max_classes // 2, len(t) - max_classes // 2: len(t)]].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.18 * len(t))))
+    colors = np.where(t["significant"].fillna(False), "C3", "C0")
+    err = np.vstack([t["diff"] - t["ci_low"], t["ci_high"] - t["diff"]])
+    for i in range(len(t)):
+        ax.errorbar(t["diff"][i], i, xerr=err[:, i: i + 1], fmt="o", color=colors[i], ms=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(t)), t["class"], fontsize=6)
+    ax.set_xlabel("difference of normalised class accuracy (B − A)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path_stem: Any) -> None:
+    """Save as PNG and SVG beside each other."""
+    from pathlib import Path
+
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(stem.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight")
