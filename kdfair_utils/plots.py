@@ -92,7 +92,7 @@ def counts_vs_temperature(table: Any, *, null_expected: float | None = None, n_c
                           title: str = ""):
     """#SC and #TC (raw and BH) against T — the paper's Fig. 3 — with the chance level."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
     for col, style, label in (("SC_raw", "o-C0", "#SC raw (NDS vs DS)"), ("SC_bh", "o--C0", "#SC BH"),
                               ("TC_raw", "s-C3", "#TC raw (teacher vs DS)"), ("TC_bh", "s--C3", "#TC BH")):
         if col in table:
@@ -102,7 +102,7 @@ def counts_vs_temperature(table: Any, *, null_expected: float | None = None, n_c
     ax.set_xlabel("temperature T")
     ax.set_ylabel("significant classes" + (f" (of {n_classes})" if n_classes else ""))
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -228,16 +228,31 @@ class NullCalibration:
     observed: dict[str, int] | None
     null_counts: dict[str, np.ndarray]
     exhaustive: bool
+    equal_sizes: bool = False
 
     def expected(self, kind: str = "raw") -> float:
         return float(self.null_counts[kind].mean())
 
     def p_value(self, kind: str = "raw") -> float:
-        """Share of relabellings with at least the observed count (includes the observed one)."""
+        """Permutation p of the observed count: the share of relabellings with at least that count.
+
+        Exhaustive enumeration already contains the observed split, so p = share; with random
+        relabellings the observed split is added (p = (k + 1) / (n + 1)).
+        """
         if self.observed is None:
             raise ValueError("no observed count: the null was computed from a single population")
         null = self.null_counts[kind]
-        return float((np.sum(null >= self.observed[kind]) + 1) / (len(null) + 1))
+        hits = int(np.sum(null >= self.observed[kind]))
+        return hits / len(null) if self.exhaustive else (hits + 1) / (len(null) + 1)
+
+    @property
+    def min_p_value(self) -> float:
+        """The smallest p-value this design can give (e.g. 0.1 for 3 vs 3 models: 20 splits,
+        each tied with its mirror image). A count cannot be significant if this is ≥ α."""
+        n = len(next(iter(self.null_counts.values())))
+        if self.exhaustive:
+            return (2 if self.equal_sizes else 1) / n
+        return 1 / (n + 1)
 
 
 def _relabellings(n_total: int, n_a: int, max_splits: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
@@ -281,7 +296,8 @@ def null_calibration(y_true: Any, preds_a: Any, preds_b: Any | None = None, *, a
                                  n_classes=n_classes)
         for k in counts:
             counts[k].append(res[k])
-    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive)
+    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive,
+                           equal_sizes=2 * n_a == len(pool))
 
 
 def disagreement_matrix(pred_f: Any, pred_g: Any, n_classes: int, *, include_diagonal: bool = False) -> np.ndarray:

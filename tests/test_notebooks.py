@@ -82,6 +82,7 @@ def test_recorded_values(tiny_series):
     assert gf["T"] == [1.0, 4.0, 20.0] and len(gf["ds"]["eod"]) == 3
     assert all(0 <= v <= 100 for v in gf["ds"]["eod"] + gf["ds"]["dpd"] + [gf["nds"]["eod"], gf["teacher"]["dpd"]])
     assert gf["very_high_T"]["T"] == 20.0 and set(gf["by_attribute"]) == {"color", "texture"}
+    assert gf["ds_mean_t1_10"]["n"] == 6 and gf["nds"]["n"] == 3  # DS at T = 1 and 4, 3 seeds each
 
     ind = r["05_individual_fairness"]
     assert len(ind["ds"]) == 3 and all(v >= 0 for v in ind["ds"] + [ind["teacher"], ind["nds"]])
@@ -89,7 +90,7 @@ def test_recorded_values(tiny_series):
 
     claims = r["06_explore"]["claims"]
     assert r["06_explore"]["checked"] == len(claims) >= 8
-    assert all(c["held"] in ("yes", "no", "n/a") for c in claims)
+    assert all(c["held"] in ("yes", "weakly", "no", "n/a") for c in claims)
     text = report.read_text()
     assert text.index("## Paper vs kdfair") < text.index("## Figures")
     assert "| claim | paper | kdfair | held |" in text
@@ -112,6 +113,21 @@ def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
     subprocess.run(args, check=True, capture_output=True)
     assert sorted((root / "runs" / "models").iterdir()) == models_before
     assert json.loads((tmp_path / "res" / "results" / "05_individual_fairness.json").read_text())["T"] == [1.0, 4.0, 20.0]
+
+
+def test_claim_verdicts():
+    assert series.trend_verdict(-0.8, -1) == "yes" and series.trend_verdict(-0.2, -1) == "weakly"
+    assert series.trend_verdict(0.3, -1) == "no" and series.trend_verdict(None, -1) == "n/a"
+    a = {"mean": 80.0, "std": 1.0, "n": 5}
+    assert series.less_verdict(a, {"mean": 90.0, "std": 1.0, "n": 5}) == "yes"
+    assert series.less_verdict(a, {"mean": 80.5, "std": 3.0, "n": 5}) == "weakly"
+    assert series.less_verdict({"mean": 95.0}, a) == "no"
+    from scipy.stats import ttest_ind
+
+    x, z = [1.0, 2.0, 3.0], [2.5, 3.5, 4.5]
+    p = ttest_ind(x, z, equal_var=False, alternative="less").pvalue
+    stats = lambda v: {"eod": float(sum(v) / 3), "eod_std": 1.0, "n": 3}  # noqa: E731
+    assert series.less_verdict(stats(x), stats(z), "eod") == ("yes" if p < 0.05 else "weakly")
 
 
 def test_unknown_parameter_is_refused(tmp_path):

@@ -129,8 +129,12 @@ def test_null_calibration_near_zero_after_bh():
     assert null.expected("bh") < 1.0
     assert 1.0 < null.expected("raw") < 12.0  # ~5 % of 100 classes by chance alone
     assert 0.0 < null.p_value("raw") <= 1.0
+    assert null.min_p_value == pytest.approx(2 / 252)  # each split ties with its mirror image
+    # exhaustive p is exactly the share of the 252 splits (the observed one among them)
+    assert null.p_value("raw") == pytest.approx(np.mean(null.null_counts["raw"] >= null.observed["raw"]))
     half = ks.null_calibration(y, np.concatenate([pa, pb]), max_splits=40, seed=1)
     assert not half.exhaustive and len(half.null_counts["raw"]) == 40 and half.observed is None
+    assert half.min_p_value == pytest.approx(1 / 41)
 
 
 def test_null_calibration_detects_a_real_difference():
@@ -142,7 +146,7 @@ def test_null_calibration_detects_a_real_difference():
     pa, pb = population(rng, 5, y, acc, 0.02), population(rng, 5, y, shifted, 0.02)
     null = ks.null_calibration(y, pa, pb)
     assert null.observed["raw"] >= 6
-    assert null.p_value("raw") < 0.05
+    assert null.p_value("raw") == pytest.approx(2 / 252)  # only the real split and its mirror reach it
 
 
 def test_disagreement_by_hand():
