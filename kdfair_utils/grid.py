@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import config_key, load_json, load_npz, save_json, save_npz
+from .cache import atomic_write, config_key, load_json, load_npz, save_json, save_npz
 from .datasets import DATASETS, TRIFEATURE_LABELS, Dataset, load_dataset
 from .distill import check_kd_args
 from .models import check_image_size, check_model_name
@@ -190,6 +190,13 @@ class GridResult:
     specs: list[ModelSpec]
     runs_dir: Path
     meta: dict[str, dict[str, Any]]
+    _logits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def _model_logits(self, spec: ModelSpec) -> dict[str, np.ndarray]:
+        """All eval splits' logits of one model, read from disk once."""
+        if spec.key not in self._logits:
+            self._logits[spec.key] = load_npz(self.runs_dir / "models" / spec.dirname / "logits.npz")
+        return self._logits[spec.key]
 
     def _select(self, role: str, temperature: float | None) -> list[ModelSpec]:
         if role not in ROLES:
@@ -206,8 +213,7 @@ class GridResult:
         splits = self.dataset.eval_splits()
         if split not in splits:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(splits)}")
-        return np.stack([load_npz(self.runs_dir / "models" / s.dirname / "logits.npz")[split]
-                         for s in self._select(role, temperature)])
+        return np.stack([self._model_logits(s)[split] for s in self._select(role, temperature)])
 
     def predictions(self, role: str, temperature: float | None = None, split: str = "test") -> np.ndarray:
         """Predicted classes ``[models, examples]``."""
@@ -263,14 +269,15 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, folder: Path, de
     seconds = time.perf_counter() - start
     logits = {name: predict_logits(model, split.images, device=device) for name, split in data.eval_splits().items()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    from .cache import atomic_write
-
     atomic_write(folder / "model.pt", lambda tmp: torch.save(state, tmp))
     if spec.role == "teacher":
         save_npz(folder / "train_logits.npz", train=predict_logits(model, data.train.images, device=device))
     save_npz(folder / "logits.npz", **logits)
+    from .stats import per_class_accuracy
+
+    class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
     meta = {"spec": dataclasses.asdict(spec), "train_seconds": seconds, "loss": history["loss"],
-            "test_accuracy": float((logits["test"].argmax(1) == data.test.labels).mean()),
+            "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(),
             "device": str(device), "recipe": recipe.to_dict()}
     save_json(folder / "meta.json", meta)
     return meta

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .cache import atomic_write, load_json, save_json
-from .grid import GridConfig, get_profile
+from .grid import GridConfig, default_runs_dir, get_profile
 
 # How the quick profile differs between the 10-class and the 100-class grids: class bias is
 # studied on T = 2..10 (the paper's range), fairness on T = 1..10 plus 20, 30, 40.
@@ -99,7 +99,7 @@ def run_series(profile: str = "quick", *, out_dir: str | Path | None = None, run
     from tqdm.auto import tqdm
 
     get_profile(profile)  # validates the name before anything runs
-    runs = Path(runs_dir) if runs_dir is not None else Path("runs")
+    runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     out = Path(out_dir) if out_dir is not None else runs / profile
     out.mkdir(parents=True, exist_ok=True)
     params = {"PROFILE": profile, "DEVICE": device, "OUT_DIR": str(out.resolve()),

@@ -37,6 +37,12 @@ def test_tiny_grid_caches_resumes_and_is_deterministic(tmp_path, data_dir, count
     assert first.logits("ds", 2.0).shape == (2, 200, 10)
     assert first.predictions("teacher", split="test_cf_color").shape == (1, 200)
     assert set(first.populations()) == {"teacher", "nds", "ds@T=2", "ds@T=4"}
+    teacher = next(s for s in first.specs if s.role == "teacher")
+    meta = first.meta[teacher.key]
+    preds = first.predictions("teacher")[0]
+    y = first.dataset.test.labels
+    assert meta["test_accuracy"] == pytest.approx((preds == y).mean())
+    assert meta["test_class_accuracy"][3] == pytest.approx((preds[y == 3] == 3).mean())
 
     count_training.clear()
     second = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=False)
