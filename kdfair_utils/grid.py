@@ -26,6 +26,7 @@ from .cache import atomic_write, config_key, load_json, load_npz, save_json, sav
 from .datasets import DATASETS, TRIFEATURE_LABELS, Dataset, load_dataset
 from .distill import check_kd_args
 from .models import check_image_size, check_model_name
+from .stats import per_class_accuracy
 from .train import TrainConfig
 
 PAIRINGS = ("same_seed", "first")
@@ -273,8 +274,6 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, folder: Path, de
     if spec.role == "teacher":
         save_npz(folder / "train_logits.npz", train=predict_logits(model, data.train.images, device=device))
     save_npz(folder / "logits.npz", **logits)
-    from .stats import per_class_accuracy
-
     class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
     meta = {"spec": dataclasses.asdict(spec), "train_seconds": seconds, "loss": history["loss"],
             "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(),
