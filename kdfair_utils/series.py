@@ -118,7 +118,7 @@ def run_series(profile: str = "quick", *, out_dir: str | Path | None = None, run
     from traitlets.config import Config
 
     kernel_config = Config({"KernelManager": {"transport_encryption": "auto"}})
-    bar = tqdm(nbs, desc="notebooks", disable=not progress, bar_format="{desc} {n}/{total} [{elapsed}]{postfix}")
+    bar = tqdm(total=len(nbs), desc="notebooks", disable=not progress, bar_format="{desc} {n}/{total} [{elapsed}]{postfix}")
     current = {"name": ""}
     stop = threading.Event()
 
@@ -131,7 +131,7 @@ def run_series(profile: str = "quick", *, out_dir: str | Path | None = None, run
     if progress:
         watcher.start()
     try:
-        for nb in bar:
+        for nb in nbs:
             current["name"] = nb.name
             bar.set_postfix_str(nb.name)
             start = time.perf_counter()
@@ -145,8 +145,12 @@ def run_series(profile: str = "quick", *, out_dir: str | Path | None = None, run
             timings[nb.name] = time.perf_counter() - start
             if progress:
                 tqdm.write(f"  {nb.name}: {timings[nb.name]:.0f} s")
+            bar.update(1)
     finally:
-        stop.set()
+        stop.set()  # stop the watcher before the bar closes, so it never redraws a closed bar
+        if watcher.is_alive():
+            watcher.join()
+        bar.close()
     save_json(out / "timings.json", timings)
     return write_report(out, profile=profile)
 
