@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: test reproduce lab benchmark clean-runs
+.PHONY: test test-fast reproduce readme lab benchmark clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
 reproduce: $(STAMP)
 	$(BIN)/kdfair run --profile $(PROFILE)
+
+readme: $(STAMP)
+	$(BIN)/kdfair readme runs/$(PROFILE)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'

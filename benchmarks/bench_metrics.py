@@ -25,7 +25,7 @@ def fairlearn_loop(y, preds, groups, classes):
 
 
 def main() -> None:
-    from kdfair_utils.metrics import multiclass_fairness
+    from kdfair_utils.group_fairness import multiclass_fairness
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", type=int, default=50)

@@ -1,9 +1,11 @@
 """kdfair_utils: the helper package behind the kdfair notebook series.
 
-Modules: ``trifeature`` / ``datasets`` (data), ``models``, ``distill`` (KD loss), ``train``,
-``grid`` (cached teacher/NDS/DS grid), ``metrics`` (DPD/EOD, Algorithm 1), ``stats`` (class-bias
-Welch tests), ``individual`` (Lipschitz ratio), ``plots``, ``series`` (notebook runner, report),
-``cli`` (the ``kdfair`` command).
+One module per concept: ``trifeature`` / ``datasets`` (data), ``models``, ``distill`` (KD loss),
+``train``, ``grid`` (cached teacher/NDS/DS grid), ``experiments`` (profiles and the override
+vocabulary), ``paper`` (the paper's numbers and claims), ``results`` / ``stats`` (populations,
+typed records, statistics), ``class_bias``, ``group_fairness``, ``individual_fairness``,
+``report``, ``runner`` (``kdfair run``), ``lesson`` (notebook setup), ``paths``, ``cache``,
+``plots``, ``cli`` (the ``kdfair`` command).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,5 +1,12 @@
-"""Command line: ``kdfair grid`` trains/loads a grid and prints its accuracy table;
-``kdfair run`` executes the notebook series and writes the report."""
+"""Command line: ``kdfair grid`` trains/loads one experiment's grid and prints its accuracies;
+``kdfair run`` executes the notebook series and writes the report; ``kdfair readme`` puts a
+run's claims table into the README.
+
+Both ``grid`` and ``run`` take ``--set FIELD=VALUE`` in the dotted vocabulary of
+:mod:`kdfair_utils.experiments` (the notebooks' ``OVERRIDES`` parameter takes the same names);
+``--seeds``, ``--temperatures``, ``--label``, ``--teacher`` and ``--student`` are short for
+``--set seeds=...`` and so on.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .grid import PROFILES, get_profile, run_grid
+from .experiments import EXPERIMENTS, PROFILES, get_profile
+
+SHORTCUTS = ("label", "teacher", "student", "seeds", "temperatures")
 
 
 def _parse_value(text: str) -> Any:
@@ -23,79 +32,99 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["student_train.epochs=5", "seeds=0,1,2"]`` → ``{"student_train.epochs": 5, "seeds": [0, 1, 2]}``."""
+    """``["student_train.epochs=5", "seeds=0,1,2"]`` → ``{"student_train.epochs": 5, "seeds": [0, 1, 2]}``.
+
+    Values are JSON where they parse as JSON (numbers, lists, ``null``, ``true``), comma lists
+    otherwise, else strings. A name given twice is an error.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        parsed = _parse_value(value)
-        if key in ("seeds", "teacher_seeds", "temperatures") and not isinstance(parsed, list):
-            parsed = [parsed]
-        out[key] = parsed
+        if key in out:
+            raise ValueError(f"{key!r} is given twice")
+        out[key] = _parse_value(value)
     return out
 
 
-def _grid_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_overrides(args.set or [])
-    for name in ("label", "teacher", "student"):
-        if getattr(args, name):
-            overrides[name] = getattr(args, name)
-    if args.seeds:
-        overrides["seeds"] = args.seeds
-    if args.temperatures:
-        overrides["temperatures"] = args.temperatures
+    for name in SHORTCUTS:
+        value = getattr(args, name, None)
+        if value is not None:
+            if name in overrides:
+                raise ValueError(f"{name!r} is given twice (--{name} and --set {name}=...)")
+            overrides[name] = value
     return overrides
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    cfg = get_profile(args.profile, **_grid_overrides(args))
-    result = run_grid(cfg, runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device,
-                      progress=not args.quiet)
-    table = result.accuracy_table()
-    print(f"profile {args.profile}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> {cfg.student}, "
-          f"{len(result.specs)} models")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    from .grid import run_grid
+    from .results import summarize
+
+    profile = get_profile(args.profile, _overrides(args))
+    cfg = profile.experiment(args.experiment)
+    result = run_grid(cfg, runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
+    print(f"profile {args.profile}, experiment {args.experiment}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> "
+          f"{cfg.student}, {len(result.specs)} models (loaded {len(result.loaded)}, trained {len(result.trained)})")
+    table = summarize(result.table(), "accuracy").frame()
+    print(table.drop(columns=["role"]).to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–"))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .series import run_series
+    from .runner import run_series
 
-    report = run_series(args.profile, out_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir,
-                        device=args.device, extra_parameters=parse_overrides(args.param or []),
-                        progress=not args.quiet)
+    report = run_series(args.profile, _overrides(args), runs_dir=args.runs_dir, data_dir=args.data_dir,
+                        device=args.device, progress=not args.quiet)
     print(f"report: {report}")
     return 0
 
 
+def cmd_readme(args: argparse.Namespace) -> int:
+    from .report import update_readme
+
+    print(f"updated {update_readme(args.readme, args.run)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdfair", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kdfair", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-        p.add_argument("--runs-dir", type=Path, default=None, help="cache of trained models (default $KDFAIR_RUNS or runs/)")
-        p.add_argument("--data-dir", type=Path, default=None, help="datasets (default $KDFAIR_DATA or data/)")
+        p.add_argument("--runs-dir", type=Path, default=None,
+                       help="cache of trained models and run folders (default $KDFAIR_RUNS or <checkout>/runs)")
+        p.add_argument("--data-dir", type=Path, default=None, help="datasets (default $KDFAIR_DATA or <checkout>/data)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="a dotted field, e.g. student_train.epochs=5, class_bias.teacher_train.epochs=20, "
+                            "analysis.significance=0.01 (see kdfair_utils.experiments)")
+        p.add_argument("--label", help="short for --set label=... (e.g. shape, shape_color)")
+        p.add_argument("--teacher", help="short for --set teacher=...")
+        p.add_argument("--student", help="short for --set student=...")
+        p.add_argument("--seeds", type=int, nargs="+", help="short for --set seeds=...")
+        p.add_argument("--temperatures", type=float, nargs="+", help="short for --set temperatures=...")
 
-    g = sub.add_parser("grid", help="train (or load) a teacher/NDS/DS grid and print accuracies")
+    g = sub.add_parser("grid", help="train (or load) one experiment's grid and print accuracies")
     common(g)
-    g.add_argument("--label", help="e.g. shape, shape_color, shape_texture")
-    g.add_argument("--teacher")
-    g.add_argument("--student")
-    g.add_argument("--seeds", type=int, nargs="+")
-    g.add_argument("--temperatures", type=float, nargs="+")
-    g.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="any grid field, e.g. student_train.epochs=5 or data_options.image_size=24")
+    g.add_argument("--experiment", default="main", choices=EXPERIMENTS,
+                   help="which grid of the profile: main (notebooks 02-06) or class_bias (notebook 03's 100 classes)")
     g.set_defaults(func=cmd_grid)
 
-    r = sub.add_parser("run", help="execute the notebook series and write the report")
+    r = sub.add_parser("run", help="execute the notebook series and write the report into <runs>/<profile> "
+                                   "(<runs>/<profile>+<hash> when --set changes the profile)")
     common(r)
-    r.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/)")
-    r.add_argument("--param", action="append", metavar="NAME=VALUE", help="extra notebook parameter")
     r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("readme", help="put a run's claims table into the README (between its claims markers)")
+    m.add_argument("run", type=Path, nargs="?", default=Path("runs/quick"), help="the run folder (default runs/quick)")
+    m.add_argument("--readme", type=Path, default=Path("README.md"))
+    m.set_defaults(func=cmd_readme)
     return parser
 
 

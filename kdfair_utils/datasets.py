@@ -11,7 +11,6 @@ CelebA and HateXplain are planned to join through the same interface.
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 
 from . import trifeature as tf
 from .cache import config_key, load_npz, save_npz
+from .paths import default_data_dir
+from .results import DatasetSummary
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,17 @@ DATASETS = ("trifeature", "cifar10", "cifar100", "svhn")
 TRIFEATURE_LABELS = ("shape", "texture", "color", "shape_color", "shape_texture")
 
 
-def default_data_dir() -> Path:
-    """``$KDFAIR_DATA`` if set, else ``data/`` in the current directory."""
-    return Path(os.environ.get("KDFAIR_DATA", "data"))
+def dataset_config(name: str = "trifeature", label: str | None = None, **options: Any) -> dict[str, Any]:
+    """The config that identifies a dataset (part of every model's cache key), without loading it."""
+    if name == "trifeature":
+        known = set(tf.TrifeatureSpec.__dataclass_fields__)
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown Trifeature option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return {"name": "trifeature", "label": label or "shape", **tf.TrifeatureSpec(**options).to_dict()}
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return {"name": name, "label": "class"}
 
 
 def load_dataset(name: str = "trifeature", label: str | None = None, *, data_dir: str | Path | None = None,
@@ -100,6 +109,21 @@ def load_dataset(name: str = "trifeature", label: str | None = None, *, data_dir
     if name == "svhn":
         return load_svhn(label=label, data_dir=data_dir, download=download)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def dataset_summary(data: Dataset, attributes: tuple[str, ...] | list[str] = ()) -> DatasetSummary:
+    """What the series ran on, and for each protected attribute the DPD (%) of a perfect
+    classifier on the test split — the floor that base-rate differences alone impose on DPD."""
+    from .group_fairness import multiclass_fairness
+
+    for a in attributes:
+        if a not in data.test.attributes:
+            raise ValueError(f"unknown attribute {a!r}; {data.name} has: {', '.join(data.test.attributes) or 'none'}")
+    floor = {a: 100 * float(multiclass_fairness(data.test.labels, data.test.labels, metric="dpd",
+                                                sensitive_features=data.test.attributes[a], n_classes=data.num_classes))
+             for a in attributes}
+    return DatasetSummary(name=data.name, task=data.label, n_train=len(data.train), n_test=len(data.test),
+                          n_classes=data.num_classes, base_rate_dpd=floor)
 
 
 # ----------------------------------------------------------------------------- Trifeature
@@ -144,10 +168,7 @@ def load_trifeature(label: str = "shape", *, data_dir: str | Path | None = None,
     """
     if label not in TRIFEATURE_LABELS:
         raise ValueError(f"unknown Trifeature label {label!r}; known: {', '.join(TRIFEATURE_LABELS)}")
-    known = set(tf.TrifeatureSpec.__dataclass_fields__)
-    unknown = set(spec_options) - known
-    if unknown:
-        raise ValueError(f"unknown Trifeature option(s) {sorted(unknown)}; known: {sorted(known)}")
+    config = dataset_config("trifeature", label, **spec_options)
     spec = tf.TrifeatureSpec(**spec_options)
     arrays = trifeature_arrays(spec, Path(data_dir) if data_dir is not None else default_data_dir())
     factors = {k: arrays[f"factor_{k}"].astype(np.int64) for k in tf.ATTRIBUTES}
@@ -169,7 +190,7 @@ def load_trifeature(label: str = "shape", *, data_dir: str | Path | None = None,
         name="trifeature", label=label, class_names=class_names, attribute_values=dict(tf.ATTRIBUTES),
         train=make_split(train_idx, arrays["images"][train_idx]),
         test=make_split(test_idx, arrays["images"][test_idx]),
-        extra=extra, config={"name": "trifeature", "label": label, **spec.to_dict()},
+        extra=extra, config=config,
     )
 
 
@@ -220,7 +241,7 @@ def load_cifar(name: str, *, label: str | None = None, data_dir: str | Path | No
     if name == "cifar100":
         attr_values["superclass"] = tuple(s.decode() for s in meta[b"coarse_label_names"])
     return Dataset(name, "class", class_names, attr_values, read(train_files), read(test_files),
-                   config={"name": name, "label": "class"})
+                   config=dataset_config(name))
 
 
 def load_svhn(*, label: str | None = None, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
@@ -247,4 +268,4 @@ def load_svhn(*, label: str | None = None, data_dir: str | Path | None = None, d
         return Split(images, labels)
 
     return Dataset("svhn", "class", tuple(str(d) for d in range(10)), {}, read("train"), read("test"),
-                   config={"name": "svhn", "label": "class"})
+                   config=dataset_config("svhn"))

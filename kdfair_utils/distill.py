@@ -13,19 +13,25 @@ Conventions (the paper's, where it states them; ours otherwise):
 * The hard-label term uses the student's logits at T = 1.
 * The teacher must be in eval mode and run without gradients; :func:`kd_loss` detaches its
   logits, and :func:`kdfair_utils.train.train_model` runs it under ``torch.no_grad()``.
+
+:class:`KDLoss` holds the knobs (T, α, T²) once, like torchdistill's ``KDLoss``;
+:func:`kd_loss` is the same loss as a plain function.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 
 
 def check_kd_args(temperature: float, alpha: float) -> None:
-    """``ValueError`` unless T > 0 and 0 ≤ α ≤ 1."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if not 0.0 <= alpha <= 1.0:
+    """``ValueError`` unless T is finite and > 0 and 0 ≤ α ≤ 1."""
+    if isinstance(temperature, bool) or not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
 
 
@@ -54,3 +60,27 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     soft = distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
     hard = F.cross_entropy(student_logits, targets)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+@dataclass(frozen=True)
+class KDLoss:
+    """The distillation loss with its knobs set once: ``KDLoss(4.0, 0.8)(student, teacher, y)``.
+
+    Equal to :func:`kd_loss` with the same arguments; ``to_dict()`` is what a cache key needs.
+    """
+
+    temperature: float
+    alpha: float = 0.8
+    t2_scaling: bool = True
+
+    def __post_init__(self) -> None:
+        check_kd_args(self.temperature, self.alpha)
+        if not isinstance(self.t2_scaling, bool):
+            raise ValueError(f"t2_scaling must be True or False, got {self.t2_scaling!r}")
+
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+        return kd_loss(student_logits, teacher_logits, targets, self.temperature, self.alpha, self.t2_scaling)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

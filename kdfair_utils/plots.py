@@ -46,7 +46,7 @@ def trifeature_gallery(data: Dataset, *, rows: str = "shape", cols: str = "color
 
 def soft_targets_plot(logits: Sequence[float], temperatures: Sequence[float], class_names: Sequence[str]):
     """softmax(z / T) of one example for several T: higher T flattens the distribution."""
-    from .individual import softmax
+    from .individual_fairness import softmax
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(temperatures), figsize=(2.6 * len(temperatures), 2.6), sharey=True)

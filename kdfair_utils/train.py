@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .distill import check_kd_args, kd_loss
+from .distill import KDLoss
 
 SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -149,12 +149,13 @@ def _autocast(device: torch.device):
 
 def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, seed: int,
                 device: str | torch.device = "auto", teacher: nn.Module | None = None,
-                teacher_logits: np.ndarray | None = None, temperature: float = 4.0, alpha: float = 0.8,
-                t2_scaling: bool = True, progress: bool = True, desc: str = "train") -> dict[str, list[float]]:
+                teacher_logits: np.ndarray | None = None, kd: KDLoss | None = None, progress: bool = True,
+                desc: str = "train") -> dict[str, list[float]]:
     """Train ``model`` in place on uint8 ``images`` [N, C, H, W] and int ``labels`` [N].
 
-    With ``teacher`` or ``teacher_logits`` the loss is :func:`~kdfair_utils.distill.kd_loss`
-    (α weights the KL term); otherwise plain cross-entropy. Returns the per-epoch mean loss.
+    With ``teacher`` or ``teacher_logits`` the loss is ``kd`` (a
+    :class:`~kdfair_utils.distill.KDLoss`: T, α on the KL term, T²), which is then required;
+    otherwise plain cross-entropy. Returns the per-epoch mean loss.
     """
     from tqdm.auto import tqdm
 
@@ -162,8 +163,10 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     if teacher is not None and teacher_logits is not None:
         raise ValueError("pass either teacher or teacher_logits, not both")
     distilling = teacher is not None or teacher_logits is not None
-    if distilling:
-        check_kd_args(temperature, alpha)
+    if distilling and not isinstance(kd, KDLoss):
+        raise ValueError(f"distillation needs kd=KDLoss(temperature, alpha), got kd={kd!r}")
+    if kd is not None and not distilling:
+        raise ValueError("kd is set but there is no teacher or teacher_logits to distil from")
     if teacher_logits is not None and cfg.augment != "none":
         raise ValueError("teacher_logits are for un-augmented training; with augment="
                          f"{cfg.augment!r} pass the teacher model instead")
@@ -209,8 +212,8 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
                         t_out = teacher(x)
                 elif t_all is not None:
                     t_out = t_all[idx]
-                if distilling:
-                    loss = kd_loss(out.float(), t_out.float(), y, temperature, alpha, t2_scaling)
+                if kd is not None:
+                    loss = kd(out.float(), t_out.float(), y)
                 else:
                     loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -1,29 +1,57 @@
 import pytest
 
 from kdfair_utils.cli import main, parse_overrides
+from kdfair_utils.experiments import get_profile
+from kdfair_utils.grid import model_specs
+
+TINY = ["--teacher", "resnet8", "--seeds", "0", "1", "--temperatures", "2", "--set", "teacher_seeds=0",
+        "--set", "teacher_train.epochs=1", "--set", "student_train.epochs=1",
+        "--set", "data_options.per_combination=1", "--set", "data_options.image_size=16"]
 
 
 def test_parse_overrides():
     assert parse_overrides(["student_train.epochs=5", "seeds=0,1,2", "temperatures=4", "label=shape_color",
-                            "student_train.grad_clip=null"]) == {
-        "student_train.epochs": 5, "seeds": [0, 1, 2], "temperatures": [4], "label": "shape_color",
-        "student_train.grad_clip": None}
+                            "student_train.grad_clip=null", "analysis.attributes=color"]) == {
+        "student_train.epochs": 5, "seeds": [0, 1, 2], "temperatures": 4, "label": "shape_color",
+        "student_train.grad_clip": None, "analysis.attributes": "color"}
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_overrides(["epochs"])
+    with pytest.raises(ValueError, match="'seeds' is given twice"):
+        parse_overrides(["seeds=1", "seeds=2"])
 
 
-def test_grid_command_prints_accuracy_table(tmp_path, data_dir, capsys):
-    args = ["grid", "--profile", "quick", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet",
-            "--teacher", "resnet8", "--seeds", "0", "1", "--temperatures", "2",
-            "--set", "teacher_seeds=0", "--set", "teacher_train.epochs=1", "--set", "student_train.epochs=1",
-            "--set", "data_options.per_combination=1", "--set", "data_options.image_size=16"]
+def test_grid_command_prints_what_it_loaded_and_trained(tmp_path, data_dir, capsys):
+    args = ["grid", "--profile", "quick", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet", *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "resnet8 -> lenet5" in out and "ds@T=2" in out and "acc_mean" in out
+    assert "experiment main: trifeature/shape, resnet8 -> lenet5, 5 models (loaded 0, trained 5)" in out
+    assert "DS@T=2" in out and "ci_low" in out
+    assert main(args) == 0
+    assert "5 models (loaded 5, trained 0)" in capsys.readouterr().out
 
 
-def test_bad_cli_input_names_the_argument(capsys):
+def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_dir, capsys):
+    """`kdfair grid --experiment class_bias` trains the models notebook 03 loads: the same cache keys."""
+    overrides = {"teacher": "resnet8", "seeds": [0, 1], "temperatures": [2], "teacher_seeds": [0],
+                 "teacher_train.epochs": 1, "student_train.epochs": 1, "data_options.per_combination": 1,
+                 "data_options.image_size": 16}
+    args = ["grid", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet", "--experiment", "class_bias",
+            *TINY]
+    assert main(args) == 0
+    assert "experiment class_bias: trifeature/shape_color" in capsys.readouterr().out
+    expected = {s.dirname for s in model_specs(get_profile("quick", overrides).class_bias)}
+    assert {p.name for p in (tmp_path / "models").iterdir()} == expected
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["grid", "--set", "alpha=3"], "alpha must be in [0, 1]"),
+    (["grid", "--set", "epochs=3"], "unknown override 'epochs'; known:"),
+    (["grid", "--seeds", "1", "--set", "seeds=2"], "'seeds' is given twice"),
+    (["run", "--set", "analysis.significance=2"], "analysis.significance must be in (0, 1)"),
+])
+def test_bad_cli_input_names_the_argument(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
-        main(["grid", "--set", "alpha=3"])
+        main([*argv, "--runs-dir", str(tmp_path)])
     assert exc.value.code == 2
-    assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from kdfair_utils.distill import distillation_term, kd_loss, soft_targets
+from kdfair_utils.distill import KDLoss, distillation_term, kd_loss, soft_targets
 
 
 def np_kl_teacher_student(s, t, T):
@@ -93,3 +93,22 @@ def test_soft_targets_flatten_with_temperature():
 def test_bad_kd_arguments(T, alpha, match):
     with pytest.raises(ValueError, match=match):
         kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0]), temperature=T, alpha=alpha)
+
+
+def test_kdloss_sets_the_knobs_once_and_equals_kd_loss():
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(8, 5, generator=g) * 2, torch.randn(8, 5, generator=g) * 2
+    y = torch.randint(0, 5, (8,), generator=g)
+    for T, alpha, t2 in ((1.0, 0.8, True), (4.0, 0.5, False), (10.0, 1.0, True)):
+        loss = KDLoss(T, alpha, t2)
+        assert loss(s, t, y).item() == kd_loss(s, t, y, T, alpha, t2).item()
+        assert loss.to_dict() == {"temperature": T, "alpha": alpha, "t2_scaling": t2}
+
+
+@pytest.mark.parametrize("kwargs,match", [({"temperature": float("inf")}, "temperature"),
+                                          ({"temperature": float("nan")}, "temperature"),
+                                          ({"temperature": 2.0, "alpha": 1.5}, "alpha"),
+                                          ({"temperature": 2.0, "t2_scaling": "no"}, "t2_scaling")])
+def test_kdloss_refuses_bad_knobs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        KDLoss(**kwargs)

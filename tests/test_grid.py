@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 
-import kdfair_utils.grid as grid_mod
-from kdfair_utils.grid import GridConfig, get_profile, run_grid
+from kdfair_utils.grid import GridConfig, model_specs, paired_teacher, run_grid
+from kdfair_utils.group_fairness import UndefinedRateWarning, multiclass_fairness
+from kdfair_utils.results import Population
 from kdfair_utils.train import TrainConfig
+
+TEACHER, NDS, DS = Population.teacher(), Population.nds(), Population.ds
 
 
 def tiny(**changes):
@@ -15,86 +18,107 @@ def tiny(**changes):
     return cfg.replace(**changes) if changes else cfg
 
 
-@pytest.fixture
-def count_training(monkeypatch):
-    calls = []
-    real = grid_mod._train_one
-
-    def counting(spec, *args, **kwargs):
-        calls.append(spec)
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(grid_mod, "_train_one", counting)
-    return calls
-
-
-def test_tiny_grid_caches_resumes_and_is_deterministic(tmp_path, data_dir, count_training):
+def test_tiny_grid_caches_resumes_and_is_deterministic(tmp_path, data_dir, capsys):
     runs = tmp_path / "runs"
     first = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=False)
-    assert len(count_training) == 1 + 2 + 4  # teacher, 2 NDS, 2 seeds x 2 T
-    table = first.accuracy_table()
-    assert list(table["model"]) == ["teacher", "nds", "ds@T=2", "ds@T=4"]
-    assert first.logits("ds", 2.0).shape == (2, 200, 10)
-    assert first.predictions("teacher", split="test_cf_color").shape == (1, 200)
-    assert set(first.populations()) == {"teacher", "nds", "ds@T=2", "ds@T=4"}
-    teacher = next(s for s in first.specs if s.role == "teacher")
+    assert len(first.trained) == 1 + 2 + 4 and first.loaded == []  # teacher, 2 NDS, 2 seeds x 2 T
+    assert first.populations() == [TEACHER, NDS, DS(2), DS(4)]
+    assert first.logits(DS(2.0)).shape == (2, 200, 10)
+    assert first.predictions(TEACHER, split="test_cf_color").shape == (1, 200)
+    teacher = first.models(TEACHER)[0]
     meta = first.meta[teacher.key]
-    preds = first.predictions("teacher")[0]
+    preds = first.predictions(TEACHER)[0]
     y = first.dataset.test.labels
     assert meta["test_accuracy"] == pytest.approx((preds == y).mean())
     assert meta["test_class_accuracy"][3] == pytest.approx((preds[y == 3] == 3).mean())
 
-    count_training.clear()
-    second = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=False)
-    assert count_training == []
-    for role, t in (("teacher", None), ("nds", None), ("ds", 2.0), ("ds", 4.0)):
-        assert np.array_equal(first.logits(role, t), second.logits(role, t))
+    second = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=True)
+    assert second.trained == [] and len(second.loaded) == 7
+    assert f"grid shape: 7 models — loaded 7 from {runs / 'models'}, trained 0" in capsys.readouterr().out
+    for pop in first.populations():
+        assert np.array_equal(first.logits(pop), second.logits(pop))
 
     # delete one distilled student: only it retrains, and identically (deterministic on CPU)
-    victim = next(s for s in first.specs if s.role == "ds" and s.temperature == 4.0 and s.seed == 1)
-    before = first.logits("ds", 4.0)
+    victim = next(s for s in first.specs if s.population == DS(4) and s.seed == 1)
+    before = first.logits(DS(4))
     for f in (runs / "models" / victim.dirname).iterdir():
         f.unlink()
     third = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=False)
-    assert [s.key for s in count_training] == [victim.key]
-    assert np.array_equal(third.logits("ds", 4.0), before)
+    assert [s.key for s in third.trained] == [victim.key] and len(third.loaded) == 6
+    assert np.array_equal(third.logits(DS(4)), before)
 
     # widening the temperature list trains only the new students
-    count_training.clear()
-    run_grid(tiny(temperatures=(2.0, 4.0, 8.0)), runs_dir=runs, data_dir=data_dir, progress=False)
-    assert [(s.role, s.temperature) for s in count_training] == [("ds", 8.0), ("ds", 8.0)]
+    fourth = run_grid(tiny(temperatures=(2.0, 4.0, 8.0)), runs_dir=runs, data_dir=data_dir, progress=False)
+    assert [s.population for s in fourth.trained] == [DS(8), DS(8)]
     assert len(list((runs / "grids").glob("*.json"))) == 2
 
 
-def test_interrupted_model_without_meta_is_retrained(tmp_path, data_dir, count_training):
+def test_interrupted_model_without_meta_is_retrained(tmp_path, data_dir):
     runs = tmp_path / "runs"
     result = run_grid(tiny(temperatures=(2.0,)), runs_dir=runs, data_dir=data_dir, progress=False)
-    nds = next(s for s in result.specs if s.role == "nds")
+    nds = result.models(NDS)[0]
     (runs / "models" / nds.dirname / "meta.json").unlink()  # as if killed before the last write
-    count_training.clear()
-    run_grid(tiny(temperatures=(2.0,)), runs_dir=runs, data_dir=data_dir, progress=False)
-    assert [s.key for s in count_training] == [nds.key]
+    again = run_grid(tiny(temperatures=(2.0,)), runs_dir=runs, data_dir=data_dir, progress=False)
+    assert [s.key for s in again.trained] == [nds.key]
     assert not list(runs.rglob("*.tmp"))
 
 
 def test_teacher_pairing_and_keys():
-    from kdfair_utils.grid import model_specs
-
-    cfg = tiny(teacher_seeds=(0, 1), seeds=(0, 1, 2))
-    specs = model_specs(cfg, {"name": "x"})
-    teachers = [s.key for s in specs if s.role == "teacher"]
-    ds = [s for s in specs if s.role == "ds" and s.temperature == 2.0]
-    assert [d.teacher_key for d in ds] == [teachers[0], teachers[1], teachers[0]]
-    first = model_specs(cfg.replace(teacher_pairing="first"), {"name": "x"})
-    assert {s.teacher_key for s in first if s.role == "ds"} == {teachers[0]}
+    cfg = tiny(teacher_seeds=(7, 8), seeds=(3, 4, 5))
+    specs = model_specs(cfg)
+    teachers = {s.seed: s.key for s in specs if s.role == "teacher"}
+    ds = [s for s in specs if s.population == DS(2)]
+    # by position in `seeds`: the i-th student seed pairs with teacher_seeds[i mod 2]
+    assert [(d.seed, d.teacher_seed) for d in ds] == [(3, 7), (4, 8), (5, 7)]
+    assert [d.teacher_key for d in ds] == [teachers[7], teachers[8], teachers[7]]
+    assert [paired_teacher(cfg, i) for i in range(3)] == [0, 1, 0]
+    first = model_specs(cfg.replace(teacher_pairing="first"))
+    assert {s.teacher_seed for s in first if s.role == "ds"} == {7}
     assert len({s.key for s in specs}) == len(specs)
+    assert ds[0].name == "DS@T=2 seed 3" and specs[0].name == "teacher seed 7"
+
+
+def test_paired_teacher_predictions_and_tidy_table(tmp_path, data_dir):
+    cfg = tiny(teacher_seeds=(0, 1), seeds=(0, 1, 2), temperatures=(2.0,))
+    result = run_grid(cfg, runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False)
+    teach = result.predictions(TEACHER)
+    assert np.array_equal(result.paired_teacher_predictions(DS(2)), teach[[0, 1, 0]])
+    assert np.array_equal(result.paired_teacher_predictions(NDS), teach[[0, 1, 0]])
+    with pytest.raises(ValueError, match="no paired teacher"):
+        result.paired_teacher_predictions(TEACHER)
+    with pytest.raises(ValueError, match="no DS@T=3 models"):
+        result.predictions(DS(3))
+    with pytest.raises(TypeError, match="Population"):
+        result.predictions("ds@T=2")
+
+    with pytest.warns(UndefinedRateWarning):
+        table = result.table(attributes=("color",), twin_attributes=("texture",))
+    assert len(table) == 2 + 3 + 3 and list(table["role"]) == ["teacher"] * 2 + ["nds"] * 3 + ["ds"] * 3
+    assert table["T"].isna().sum() == 5 and (table.loc[table.role == "ds", "T"] == 2.0).all()
+    assert list(table.loc[table.role == "ds", "teacher_seed"]) == [0, 1, 0]
+    assert {"accuracy", "dpd_color", "eod_color", "lipschitz_texture", "flip_rate_texture"} <= set(table.columns)
+    y, colour = result.dataset.test.labels, result.dataset.test.attributes["color"]
+    nds = result.predictions(NDS)
+    assert np.allclose(table.loc[table.role == "nds", "accuracy"], 100 * (nds == y).mean(1), rtol=0, atol=1e-12)
+    with pytest.warns(UndefinedRateWarning):  # tiny data: some (shape, colour) cells have no test images
+        eod = [multiclass_fairness(y, p, sensitive_features=colour, metric="eod") for p in nds]
+    assert np.allclose(table.loc[table.role == "nds", "eod_color"], 100 * np.array(eod), rtol=0, atol=1e-12)
+    twins = result.predictions(NDS, split="test_cf_texture")
+    assert np.allclose(table.loc[table.role == "nds", "flip_rate_texture"], 100 * (nds != twins).mean(1))
+    assert result.table(attributes=("color",), twin_attributes=("texture",)) is table  # computed once
+    with pytest.raises(ValueError, match="unknown attribute 'size'"):
+        result.table(attributes=("size",))
 
 
 @pytest.mark.parametrize("changes,match", [
     ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
     ({"teacher": "vgg"}, "unknown model 'vgg'"),
-    ({"temperatures": (0.0,)}, "temperature must be > 0"),
-    ({"temperatures": (-2.0,)}, "temperature must be > 0"),
+    ({"temperatures": (0.0,)}, "temperature must be finite and > 0"),
+    ({"temperatures": (-2.0,)}, "temperature must be finite and > 0"),
+    ({"temperatures": (float("inf"),)}, "temperature must be finite and > 0"),
+    ({"temperatures": (2, 2.0)}, "temperatures has duplicates"),
+    ({"seeds": (1, 1)}, "seeds has duplicates"),
+    ({"seeds": (0.5,)}, "seeds must be integers"),
     ({"alpha": 1.2}, "alpha must be in"),
     ({"seeds": ()}, "seeds must not be empty"),
     ({"label": "size"}, "unknown label 'size'"),
@@ -108,14 +132,11 @@ def test_bad_grid_config_raises_before_anything_is_written(changes, match, tmp_p
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
-def test_profiles_and_overrides():
-    assert get_profile("paper").temperatures[-3:] == (20, 30, 40)
-    assert len(get_profile("paper").seeds) == 5
-    cfg = get_profile("quick", **{"student_train.epochs": 3, "seeds": [5, 6]})
-    assert cfg.student_train.epochs == 3 and cfg.seeds == (5, 6)
-    with pytest.raises(ValueError, match="unknown profile"):
-        get_profile("huge")
-    with pytest.raises(ValueError, match="unknown grid field"):
-        get_profile("quick", epochs=3)
-    with pytest.raises(ValueError, match="unknown student_train field"):
-        get_profile("quick", **{"student_train.epoch": 3})
+def test_grid_replace_reaches_into_recipes_and_options():
+    cfg = tiny(**{"student_train.epochs": 3, "seeds": [5, 6], "temperatures": 4, "data_options.image_size": 24})
+    assert cfg.student_train.epochs == 3 and cfg.seeds == (5, 6) and cfg.temperatures == (4,)
+    assert cfg.data_options == {"image_size": 24, "per_combination": 1}
+    with pytest.raises(ValueError, match="unknown grid field 'epochs'"):
+        tiny(epochs=3)
+    with pytest.raises(ValueError, match="unknown student_train field 'epoch'"):
+        tiny(**{"student_train.epoch": 3})

@@ -1,8 +1,10 @@
-"""The notebook series, executed end to end with papermill on tiny parameters."""
+"""The notebook series: structure checks (fast) and end-to-end runs with papermill (slow)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +12,19 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdfair_utils import series
+from conftest import TINY_OVERRIDES
+from kdfair_utils import runner
+from kdfair_utils.results import ClaimVerdict, ClassBiasSummary, DatasetSummary, MetricSummary, Population
 
-NOTEBOOKS = series.series_notebooks()
-TINY = dict(SEEDS=[0, 1, 2], TEACHER_SEEDS=[0, 1], TEMPERATURES=[1, 4, 20], TEACHER_EPOCHS=2, STUDENT_EPOCHS=2,
-            IMAGE_SIZE=16, PER_COMBINATION=1, NULL_SPLITS=20, CLASS_BIAS_TEMPERATURES=[1, 4],
-            # 2-epoch 100-class students can score 0 %, for which the ratio form is undefined
-            NORMALIZATION="difference", CLASS_BIAS_TEACHER_EPOCHS=2, CLASS_BIAS_TEACHER_BATCH=None)
+NOTEBOOKS = runner.series_notebooks()
+PACKAGE = Path(runner.__file__).resolve().parent
+
+# The series on tiny data: the whole notebook path in about a minute.
+TINY = {**TINY_OVERRIDES, "teacher": "resnet20", "teacher_train.epochs": 2, "student_train.epochs": 2}
+
+
+def code_cells(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
 def test_series_is_ordered_and_complete():
@@ -26,125 +34,146 @@ def test_series_is_ordered_and_complete():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_without_outputs_and_with_one_parameters_cell(path):
+def test_committed_without_outputs_and_with_the_series_parameters(path):
+    import papermill as pm
+
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0] <= 2
     assert nb.cells[0].cell_type == "markdown"  # every lesson opens with prose
-    import papermill as pm
-
-    declared = pm.inspect_notebook(str(path))
-    assert {"PROFILE", "DEVICE", "SEEDS", "TEMPERATURES", "DATA_DIR", "RUNS_DIR", "OUT_DIR"} <= set(declared)
-
-
-@pytest.fixture(scope="module")
-def tiny_series(tmp_path_factory):
-    root = tmp_path_factory.mktemp("series")
-    report = series.run_series("quick", out_dir=root / "out", runs_dir=root / "runs", data_dir=root / "data",
-                               extra_parameters=TINY, progress=False)
-    return root, report, series.load_results(root / "out")
+    assert set(pm.inspect_notebook(str(path))) == set(runner.PARAMETERS)
+    assert f'setup("{path.stem}", PROFILE, OVERRIDES' in "\n".join(code_cells(path))  # one call does the setup
+    assert "lesson.record(" in code[-1].source  # and each lesson ends by recording its summaries
 
 
-def test_every_notebook_ran_without_errors(tiny_series):
-    root, _, results = tiny_series
-    assert sorted(results) == [p.stem for p in NOTEBOOKS]
+def _normalised_lines(source: str) -> list[str]:
+    """Code lines as a duplicate scan sees them: no blanks, comments, imports or lone punctuation;
+    names, strings and numbers folded, so lines of the same shape compare equal."""
+    out = []
+    for line in source.splitlines():
+        line = line.split("  #")[0].strip()
+        if not line or line.startswith(("#", "import ", "from ")) or re.fullmatch(r"[\W_]+", line):
+            continue
+        line = re.sub(r"(\"[^\"]*\"|'[^']*')", "S", line)
+        line = re.sub(r"\b\d+(\.\d+)?\b", "N", line)
+        out.append(re.sub(r"\b[A-Za-z_]\w*\b", "x", line))
+    return out
+
+
+def test_no_copied_setup_block_across_notebooks():
+    """No run of 6 same-shaped code lines appears in two notebooks (the old 24-line setup block did)."""
+    runs: dict[tuple[str, ...], set[str]] = {}
     for path in NOTEBOOKS:
-        nb = nbformat.read(root / "out" / path.name, as_version=4)
-        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-        assert not [o for o in outputs if o.output_type == "error"]
-        assert any(c.metadata.get("tags") == ["injected-parameters"] for c in nb.cells)
+        lines = [x for cell in code_cells(path) for x in _normalised_lines(cell)]
+        for i in range(len(lines) - 5):
+            runs.setdefault(tuple(lines[i:i + 6]), set()).add(path.stem)
+    shared = {run: nbs for run, nbs in runs.items() if len(nbs) > 1}
+    assert not shared, f"{len(shared)} copied 6-line runs, e.g. in {sorted(next(iter(shared.values())))}"
 
 
-def test_recorded_values(tiny_series):
-    root, report, r = tiny_series
-    assert r["01_setup_and_data"]["n_train"] + r["01_setup_and_data"]["n_test"] == 1000
-    assert 0 <= r["01_setup_and_data"]["base_rate_dpd"]["color"] < 100
-
-    acc = r["02_knowledge_distillation"]["accuracy"]
-    assert set(acc) == {"teacher", "nds", "ds@T=1", "ds@T=4", "ds@T=20"}
-    assert acc["teacher"]["n"] == 2 and acc["nds"]["n"] == 3
-    assert all(0 <= v["mean"] <= 100 for v in acc.values())
-    assert r["02_knowledge_distillation"]["kd_loss_matches_hand_computation"] is True
-
-    cb = r["03_class_bias"]["variants"]
-    assert cb["shape"]["T"] == [1.0, 4.0] and len(cb["shape"]["SC_raw"]) == 2
-    hard = cb["shape_color"]
-    assert len(hard["class_names"]) == 100
-    assert all(0 <= v <= 100 for v in hard["SC_raw"] + hard["TC_raw"] + hard["SC_bh"])
-    assert all(bh <= raw for bh, raw in zip(hard["SC_bh"], hard["SC_raw"]))
-    assert 0 < hard["null_p_value_raw"] <= 1
-
-    gf = r["04_group_fairness"]
-    assert gf["fairlearn_max_diff"] is not None and gf["fairlearn_max_diff"] <= 1e-12
-    assert gf["hand_example"] == {"dpd": 0.25, "eod": 0.5}
-    assert gf["T"] == [1.0, 4.0, 20.0] and len(gf["ds"]["eod"]) == 3
-    assert all(0 <= v <= 100 for v in gf["ds"]["eod"] + gf["ds"]["dpd"] + [gf["nds"]["eod"], gf["teacher"]["dpd"]])
-    assert gf["very_high_T"]["T"] == 20.0 and set(gf["by_attribute"]) == {"color", "texture"}
-    assert gf["ds_mean_t1_10"]["n"] == 6 and gf["nds"]["n"] == 3  # DS at T = 1 and 4, 3 seeds each
-
-    ind = r["05_individual_fairness"]
-    assert len(ind["ds"]) == 3 and all(v >= 0 for v in ind["ds"] + [ind["teacher"], ind["nds"]])
-    assert set(ind["by_attribute"]) == {"color", "texture"}
-
-    claims = r["06_explore"]["claims"]
-    assert r["06_explore"]["checked"] == len(claims) >= 8
-    assert all(c["held"] in ("yes", "weakly", "no", "n/a") for c in claims)
-    text = report.read_text()
-    assert text.index("## Paper vs kdfair") < text.index("## Figures")
-    assert "| claim | paper | kdfair | held |" in text
-    pngs = {p.name for p in (root / "out" / "figures").glob("*.png")}
-    assert {"01_gallery_shape_by_colour.png", "03_counts_vs_T_100_classes.png", "04_fairness_vs_T.png"} <= pngs
-    assert (root / "out" / "figures" / "04_fairness_vs_T.svg").exists()
+def test_no_population_name_is_parsed_from_a_string():
+    sources = {p: p.read_text() for p in PACKAGE.glob("*.py")}
+    sources.update({p: "\n".join(code_cells(p)) for p in NOTEBOOKS})
+    for path, text in sources.items():
+        assert not re.search(r"split\(\s*[\"'][=@]", text), path
+        assert '"ds@' not in text and "'ds@" not in text, path
 
 
-def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
-    """A notebook run by itself, as a user would, reusing the cached grid (nothing retrains)."""
-    root, _, _ = tiny_series
-    models_before = sorted((root / "runs" / "models").iterdir())
-    args = [sys.executable, "-m", "papermill", str(NOTEBOOKS[4]), str(tmp_path / "out.ipynb"),
-            "--cwd", str(NOTEBOOKS[4].parent), "-k", "python3",
-            "-p", "RUNS_DIR", str(root / "runs"), "-p", "DATA_DIR", str(root / "data"),
-            "-p", "OUT_DIR", str(tmp_path / "res")]
-    for key in ("SEEDS", "TEACHER_SEEDS", "TEMPERATURES", "TEACHER_EPOCHS", "STUDENT_EPOCHS", "IMAGE_SIZE",
-                "PER_COMBINATION"):
-        args += ["-y", f"{key}: {json.dumps(TINY[key])}"]
-    subprocess.run(args, check=True, capture_output=True)
-    assert sorted((root / "runs" / "models").iterdir()) == models_before
-    assert json.loads((tmp_path / "res" / "results" / "05_individual_fairness.json").read_text())["T"] == [1.0, 4.0, 20.0]
-
-
-def test_claim_verdicts():
-    assert series.trend_verdict(-0.8, -1) == "yes" and series.trend_verdict(-0.2, -1) == "weakly"
-    assert series.trend_verdict(0.3, -1) == "no" and series.trend_verdict(None, -1) == "n/a"
-    a = {"mean": 80.0, "std": 1.0, "n": 5}
-    assert series.less_verdict(a, {"mean": 90.0, "std": 1.0, "n": 5}) == "yes"
-    assert series.less_verdict(a, {"mean": 80.5, "std": 3.0, "n": 5}) == "weakly"
-    assert series.less_verdict({"mean": 95.0}, a) == "no"
-    from scipy.stats import ttest_ind
-
-    x, z = [1.0, 2.0, 3.0], [2.5, 3.5, 4.5]
-    p = ttest_ind(x, z, equal_var=False, alternative="less").pvalue
-    stats = lambda v: {"eod": float(sum(v) / 3), "eod_std": 1.0, "n": 3}  # noqa: E731
-    assert series.less_verdict(stats(x), stats(z), "eod") == ("yes" if p < 0.05 else "weakly")
-
-
-def test_unknown_parameter_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown notebook parameter"):
-        series.run_series("quick", out_dir=tmp_path, extra_parameters={"EPOCHS": 3}, progress=False)
+def test_unknown_override_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="unknown override 'EPOCHS'; known: .*student_train.epochs"):
+        runner.run_series("quick", {"EPOCHS": 3}, runs_dir=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_failing_notebook_names_the_cell(tmp_path):
     bad = tmp_path / "01_bad.ipynb"
     nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell("PROFILE = 'quick'")
+    p = nbformat.v4.new_code_cell("\n".join(f"{name} = None" for name in runner.PARAMETERS))
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise KeyError('boom')")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, bad)
     with pytest.raises(RuntimeError, match=r"01_bad.ipynb failed in cell \d+ \(KeyError: 'boom'\)"):
-        series.run_series("quick", out_dir=tmp_path / "out", notebooks=[bad], progress=False)
+        runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
+    nb.cells = nb.cells[1:]
+    nbformat.write(nb, bad)
+    with pytest.raises(ValueError, match=r"does not declare the series parameters \['DEVICE', 'OVERRIDES', 'PROFILE'\]"):
+        runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
+
+
+# ----------------------------------------------------------------------------- slow: end to end
+@pytest.fixture(scope="module")
+def tiny_series(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series")
+    report = runner.run_series("quick", TINY, runs_dir=root / "runs", data_dir=root / "data", progress=False)
+    from kdfair_utils.results import load_results
+
+    return root, report, load_results(report.parent)
+
+
+@pytest.mark.slow
+def test_every_notebook_ran_without_errors(tiny_series):
+    root, report, results = tiny_series
+    assert sorted(results.by_notebook) == [p.stem for p in NOTEBOOKS]
+    assert report.parent.name.startswith("quick+")  # overrides: a run folder of its own
+    for path in NOTEBOOKS:
+        nb = nbformat.read(report.parent / path.name, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert any(c.metadata.get("tags") == ["injected-parameters"] for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_recorded_values(tiny_series):
+    root, report, r = tiny_series
+    (data,) = r.by_notebook["01_setup_and_data"]
+    assert isinstance(data, DatasetSummary) and data.n_train + data.n_test == 1000
+    assert set(data.base_rate_dpd) == {"color", "texture"} and 0 <= data.base_rate_dpd["color"] < 100
+
+    acc = r.metric("accuracy")
+    assert [p.population for p in acc.populations] == [Population.teacher(), Population.nds(), Population.ds(1),
+                                                       Population.ds(2), Population.ds(4), Population.ds(20)]
+    assert acc.of(Population.teacher()).stats().n == 2 and acc.of(Population.nds()).seeds == (0, 1, 2)
+
+    main, hard = r.class_bias(experiment="main"), r.class_bias(experiment="class_bias")
+    assert isinstance(hard, ClassBiasSummary) and hard.n_classes == 100 and main.n_classes == 10
+    assert [x.temperature for x in main.by_temperature] == [2.0, 4.0]  # the main grid's T within 2..10
+    assert [x.temperature for x in hard.by_temperature] == [2.0, 4.0, 8.0]
+    assert all(x.sc.bh <= x.sc.raw <= x.sc.tested <= 100 for x in hard.by_temperature)
+    assert 0 < hard.chance.p_value_raw <= 1 and hard.chance.n_splits == 20
+
+    for attr in ("color", "texture"):
+        for metric in ("dpd", "eod"):
+            s = r.metric(metric, attr)
+            assert isinstance(s, MetricSummary) and len(s.populations) == 6
+            assert all(0 <= v <= 100 for p in s.populations for v in p.values)
+        assert r.metric("lipschitz", attr).of(Population.ds(20)).stats().n == 3
+
+    verdicts = r.verdicts()
+    assert len(verdicts) >= 12 and all(isinstance(v, ClaimVerdict) for v in verdicts)
+    assert all(v.held in ("yes", "weakly", "no", "n/a") for v in verdicts)
+    text = report.read_text()
+    assert text.index("## Paper vs kdfair") < text.index("## Figures") and "verdicts recorded by 06_explore" in text
+    pngs = {p.name for p in (report.parent / "figures").glob("*.png")}
+    assert {"01_gallery_shape_by_color.png", "03_counts_vs_T_100_classes.png", "04_fairness_vs_T.png"} <= pngs
+    run = json.loads((report.parent / "run.json").read_text())
+    assert run["overrides"] == TINY and run["models"] == 17 + 14 and run["trained"] == 31
+
+
+@pytest.mark.slow
+def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
+    """A notebook run by itself, as a user would, reusing the cached grid (nothing retrains)."""
+    root, report, _ = tiny_series
+    models_before = sorted((root / "runs" / "models").iterdir())
+    args = [sys.executable, "-m", "papermill", str(NOTEBOOKS[4]), str(tmp_path / "out.ipynb"),
+            "--cwd", str(NOTEBOOKS[4].parent), "-k", "python3", "-y", "OVERRIDES: " + json.dumps(TINY)]
+    env = {**os.environ, "KDFAIR_RUNS": str(root / "runs"), "KDFAIR_DATA": str(root / "data")}
+    subprocess.run(args, check=True, capture_output=True, env=env)
+    assert sorted((root / "runs" / "models").iterdir()) == models_before
+    recorded = json.loads((report.parent / "results" / "05_individual_fairness.json").read_text())
+    assert {r["metric"] for r in recorded["records"]} == {"lipschitz", "flip_rate"}
 
 
 @pytest.mark.slow
@@ -153,14 +182,20 @@ def test_kdfair_run_quick_end_to_end(tmp_path):
     import time
 
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "kdfair_utils.cli", "run", "--profile", "quick", "--quiet",
+    proc = subprocess.run([sys.executable, "-m", "kdfair_utils.cli", "run", "--profile", "quick",
                            "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, cwd=tmp_path)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = (tmp_path / "runs" / "quick" / "report.md").read_text()
-    claims = json.loads((tmp_path / "runs" / "quick" / "claims.json").read_text())
-    assert len(claims) >= 8 and all(c["kdfair"] != "n/a" for c in claims[:2])
-    acc = json.loads((tmp_path / "runs" / "quick" / "results" / "02_knowledge_distillation.json").read_text())
-    assert acc["accuracy"]["teacher"]["mean"] > 90  # a trained teacher, whatever the claims say
+    out = tmp_path / "runs" / "quick"
+    report = (out / "report.md").read_text()
+    claims = json.loads((out / "claims.json").read_text())
+    assert len(claims) >= 12 and all(c["kdfair"] != "n/a" for c in claims[:2])
+    from kdfair_utils.results import load_results
+
+    assert load_results(out).metric("accuracy").of(Population.teacher()).stats().mean > 90  # a trained teacher
+    # the progress line counted the real cache, from 0 up to the whole grid
+    counts = [int(m) for m in re.findall(r"models (\d+)/\d+ cached", proc.stdout)]
+    total = json.loads((out / "run.json").read_text())["models"]
+    assert counts and counts[0] == 0 and counts[-1] == total and counts == sorted(counts)
     print(f"kdfair run --profile quick: {elapsed:.0f} s\n{report[:3000]}")

@@ -1,159 +1,68 @@
-import warnings
+import math
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from kdfair_utils import stats as ks
+from kdfair_utils import stats as st
 
 
-def population(rng, n_models, y, acc, noise=0.0):
-    """Predictions whose per-class accuracy is ``acc[c]`` (+ per-model noise)."""
-    c = len(acc)
-    preds = []
-    for _ in range(n_models):
-        a = np.clip(acc + rng.normal(0, noise, c), 0, 1)
-        right = rng.random(len(y)) < a[y]
-        preds.append(np.where(right, y, (y + rng.integers(1, c, len(y))) % c))
-    return np.array(preds)
+def test_population_stats_equal_scipy():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 12):
+        v = rng.normal(80, 3, n)
+        s = st.population_stats(v)
+        lo, hi = sps.t.interval(0.95, n - 1, loc=v.mean(), scale=sps.sem(v))
+        assert (s.mean, s.n) == (pytest.approx(v.mean(), abs=1e-12), n)
+        assert s.std == pytest.approx(v.std(ddof=1), rel=1e-12)
+        assert (s.ci_low, s.ci_high) == (pytest.approx(lo, rel=1e-12), pytest.approx(hi, rel=1e-12))
+    s90 = st.population_stats([1.0, 2.0, 4.0], confidence=0.9)
+    assert s90.ci_high == pytest.approx(sps.t.interval(0.9, 2, loc=7 / 3, scale=sps.sem([1.0, 2.0, 4.0]))[1])
 
 
-def test_per_class_accuracy_by_hand():
-    y = np.array([0, 0, 1, 1, 1, 2])
-    p = np.array([[0, 1, 1, 1, 0, 2], [0, 0, 0, 0, 0, 0]])
-    acc, overall = ks.per_class_accuracy(y, p, 4)
-    assert np.allclose(acc[:, :3], [[0.5, 2 / 3, 1.0], [1.0, 0.0, 0.0]])
-    assert np.isnan(acc[:, 3]).all()
-    assert np.allclose(overall, [4 / 6, 2 / 6])
+def test_population_stats_of_one_model_has_no_spread():
+    s = st.population_stats([99.5])
+    assert s.mean == 99.5 and s.n == 1
+    assert math.isnan(s.std) and math.isnan(s.ci_low) and math.isnan(s.ci_high)
+
+
+@pytest.mark.parametrize("values,match", [([], "at least one"), ([1.0, np.nan], "non-finite"), ([np.inf], "non-finite")])
+def test_population_stats_refuses_bad_values(values, match):
+    with pytest.raises(ValueError, match=match):
+        st.population_stats(values)
 
 
 def test_welch_equals_scipy():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, (5, 40)), rng.normal(0.3, 2, (7, 40))
-    ours = ks.welch_ttest(a, b)
+    ours = st.welch_ttest(a, b)
     ref = sps.ttest_ind(a, b, axis=0, equal_var=False)
     assert np.allclose(ours["t"], ref.statistic, rtol=1e-12, atol=0)
     assert np.allclose(ours["p"], ref.pvalue, rtol=1e-10, atol=1e-15)
     assert (ours["status"] == "ok").all()
 
 
-def test_class_bias_test_equals_scipy_on_normalised_accuracy():
-    rng = np.random.default_rng(1)
-    y = np.repeat(np.arange(10), 50)
-    pa = population(rng, 5, y, np.full(10, 0.8), 0.05)
-    pb = population(rng, 5, y, np.linspace(0.6, 0.95, 10), 0.05)
-    res = ks.class_bias_test(y, pa, pb)
-    acc_a, ov_a = ks.per_class_accuracy(y, pa)
-    acc_b, ov_b = ks.per_class_accuracy(y, pb)
-    ref = sps.ttest_ind(acc_a / ov_a[:, None], acc_b / ov_b[:, None], axis=0, equal_var=False)
-    assert np.allclose(res.table["p"], ref.pvalue, rtol=1e-10)
-    assert res.counts["raw"] == int(np.sum(ref.pvalue < 0.05))
-    assert res.counts["bh"] == int(np.sum(sps.false_discovery_control(ref.pvalue) < 0.05))
-    assert res.counts["holm"] == int(multipletests(ref.pvalue, method="holm")[0].sum())
-    diff = ks.class_bias_test(y, pa, pb, normalization="difference")
-    ref_d = sps.ttest_ind(acc_a - ov_a.mean(), acc_b - ov_b.mean(), axis=0, equal_var=False)
-    assert np.allclose(diff.table["p"], ref_d.pvalue, rtol=1e-10)
+def test_welch_less_equals_scipy_and_is_none_when_undefined():
+    a, b = [1.0, 2.0, 3.0], [2.5, 3.5, 4.5, 6.0]
+    assert st.welch_less(a, b) == pytest.approx(sps.ttest_ind(a, b, equal_var=False, alternative="less").pvalue,
+                                                rel=1e-12)
+    assert st.welch_less([1.0], b) is None and st.welch_less([1.0, 1.0], [2.0, 2.0]) is None
 
 
 def test_corrections_equal_references():
     rng = np.random.default_rng(2)
     p = np.concatenate([rng.random(40), rng.random(10) * 0.01])
-    assert np.allclose(ks.benjamini_hochberg(p), sps.false_discovery_control(p, method="bh"), rtol=1e-12)
-    assert np.allclose(ks.holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
+    assert np.allclose(st.benjamini_hochberg(p), sps.false_discovery_control(p, method="bh"), rtol=1e-12)
+    assert np.allclose(st.holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
     with_nan = np.array([0.01, np.nan, 0.04, 0.2])
-    adj = ks.adjust_pvalues(with_nan, "bh")
+    adj = st.adjust_pvalues(with_nan, "bh")
     assert np.isnan(adj[1]) and np.allclose(adj[[0, 2, 3]], sps.false_discovery_control([0.01, 0.04, 0.2]))
 
 
-def errors_population(errors):
-    """Predictions [models, 40] for 4 classes x 10 examples; ``errors[m][c]`` wrong per class."""
-    y = np.repeat(np.arange(4), 10)
-    preds = np.tile(y, (len(errors), 1))
-    for m, row in enumerate(errors):
-        for c, k in enumerate(row):
-            idx = np.flatnonzero(y == c)[:k]
-            preds[m, idx] = (c + 1) % 4
-    return y, preds
-
-
-@pytest.mark.filterwarnings("ignore:Precision loss")
-@pytest.mark.parametrize("normalization", ["ratio", "difference"])
-def test_degenerate_classes_are_explicit(normalization):
-    # every model makes 6 errors, so normalised values are constant exactly where class accuracy is:
-    # class 0 perfect everywhere (identical constants), class 3 constant but different (2 vs 5 errors)
-    y, pa = errors_population([[0, 1, 3, 2], [0, 2, 2, 2], [0, 3, 1, 2]])
-    _, pb = errors_population([[0, 1, 0, 5], [0, 0, 1, 5], [0, 1, 0, 5]])
-    res = ks.class_bias_test(y, pa, pb, normalization=normalization)
-    assert list(res.table["status"]) == ["identical_constant", "ok", "ok", "constant_different"]
-    assert res.table["p"][0] == 1.0 and res.table["t"][0] == 0.0
-    assert np.isnan(res.table["p"][3]) and np.isinf(res.table["t"][3])
-    assert not res.table["p_bh"][:3].isna().any()  # the NaN did not poison the correction
-    assert np.allclose(res.table["p_bh"][:3], sps.false_discovery_control(res.table["p"][:3]))
-    assert res.counts["tested"] == 3 and res.degenerate["constant_different"] == 1
-    ref = sps.ttest_ind(*(ks.normalized_class_accuracy(*ks.per_class_accuracy(y, p), normalization) for p in (pa, pb)),
-                        axis=0, equal_var=False)
-    assert np.allclose(res.table["p"][1:3], ref.pvalue[1:3], rtol=1e-10)
-    assert ref.pvalue[3] < 1e-10  # scipy: spuriously "highly significant" (0, or ~1e-32 from float noise)
-
-
-def test_perfect_teacher_population():
-    """The paper's Trifeature teacher is 100 % accurate in every seed: zero variance on one side."""
-    y, teachers = errors_population([[0, 0, 0, 0]] * 3)
-    _, students = errors_population([[1, 2, 0, 3], [2, 2, 1, 0], [0, 3, 1, 1]])
-    res = ks.class_bias_test(y, teachers, students)
-    assert res.counts["tested"] == 4 and (res.table["status"] == "ok").all()
-    same = ks.class_bias_test(y, teachers, teachers)
-    assert (same.table["status"] == "identical_constant").all() and same.counts["raw"] == 0
-
-
-def test_population_size_checks():
-    y = np.array([0, 1, 0, 1])
-    with pytest.raises(ValueError, match="at least 2 models"):
-        ks.class_bias_test(y, y[None], np.stack([y, y]))
-    with pytest.warns(UserWarning, match="very little power"):
-        ks.class_bias_test(y, np.stack([y, [0, 1, 1, 1]]), np.stack([y, y, [1, 1, 0, 1]]))
-    with pytest.raises(ValueError, match="overall accuracy 0"), pytest.warns(UserWarning, match="little power"):
-        ks.class_bias_test(y, np.stack([y, 1 - y]), np.stack([y, y]))
-    with pytest.raises(ValueError, match="preds_b has 3 examples"):
-        ks.class_bias_test(y, np.stack([y, y]), np.zeros((2, 3), int))
-
-
-def test_null_calibration_near_zero_after_bh():
-    rng = np.random.default_rng(4)
-    y = np.repeat(np.arange(100), 30)
-    acc = rng.uniform(0.5, 0.95, 100)
-    pa, pb = population(rng, 5, y, acc, 0.03), population(rng, 5, y, acc, 0.03)
-    null = ks.null_calibration(y, pa, pb)
-    assert null.exhaustive and len(null.null_counts["raw"]) == 252
-    assert null.expected("bh") < 1.0
-    assert 1.0 < null.expected("raw") < 12.0  # ~5 % of 100 classes by chance alone
-    assert 0.0 < null.p_value("raw") <= 1.0
-    assert null.min_p_value == pytest.approx(2 / 252)  # each split ties with its mirror image
-    # exhaustive p is exactly the share of the 252 splits (the observed one among them)
-    assert null.p_value("raw") == pytest.approx(np.mean(null.null_counts["raw"] >= null.observed["raw"]))
-    half = ks.null_calibration(y, np.concatenate([pa, pb]), max_splits=40, seed=1)
-    assert not half.exhaustive and len(half.null_counts["raw"]) == 40 and half.observed is None
-    assert half.min_p_value == pytest.approx(1 / 41)
-
-
-def test_null_calibration_detects_a_real_difference():
-    rng = np.random.default_rng(5)
-    y = np.repeat(np.arange(20), 40)
-    acc = np.full(20, 0.8)
-    shifted = acc.copy()
-    shifted[:6] = 0.45
-    pa, pb = population(rng, 5, y, acc, 0.02), population(rng, 5, y, shifted, 0.02)
-    null = ks.null_calibration(y, pa, pb)
-    assert null.observed["raw"] >= 6
-    assert null.p_value("raw") == pytest.approx(2 / 252)  # only the real split and its mirror reach it
-
-
-def test_disagreement_by_hand():
-    f = np.array([0, 1, 1, 2, 2, 2])
-    g = np.array([0, 2, 1, 1, 1, 0])
-    mat = ks.disagreement_matrix(f, g, 3)
-    assert mat.tolist() == [[0, 0, 0], [0, 0, 1], [1, 2, 0]]
-    assert ks.disagreement_matrix(f, g, 3, include_diagonal=True).trace() == 2
-    y = np.array([0, 0, 1, 1, 2, 2])
-    assert np.allclose(ks.disagreement_by_class(y, f, g), [[0.5, 0.5, 1.0]])
+def test_spearman():
+    x, y = [1, 2, 4, 8, 10], [5.0, 4.0, 4.5, 2.0, 1.0]
+    assert st.spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic, rel=1e-12)
+    assert st.spearman([1, 2], [3, 4]) is None and st.spearman([1, 2, 3], [1, 1, 1]) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        st.spearman([1, 2, 3], [1, 2])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdfair_utils.distill import KDLoss
 from kdfair_utils.models import build_model
 from kdfair_utils.train import TrainConfig, predict_logits, seed_everything, train_model, with_normalization
 
@@ -37,8 +38,9 @@ def test_online_teacher_equals_precomputed_teacher_logits():
     train_model(teacher, x, y, TrainConfig(epochs=1, batch_size=32), seed=0, progress=False)
     cfg = TrainConfig(epochs=2, batch_size=32, grad_clip=5.0)
     online, offline = fresh(x), fresh(x)
-    train_model(online, x, y, cfg, seed=3, teacher=teacher, temperature=4.0, progress=False)
-    train_model(offline, x, y, cfg, seed=3, teacher_logits=predict_logits(teacher, x), temperature=4.0, progress=False)
+    train_model(online, x, y, cfg, seed=3, teacher=teacher, kd=KDLoss(4.0), progress=False)
+    train_model(offline, x, y, cfg, seed=3, teacher_logits=predict_logits(teacher, x), kd=KDLoss(4.0),
+                progress=False)
     assert torch.allclose(weights(online), weights(offline), atol=1e-5)
 
 
@@ -48,7 +50,7 @@ def test_online_teacher_with_augmentation_runs_and_teacher_is_untouched():
     before = weights(teacher).clone()
     student = fresh(x)
     hist = train_model(student, x, y, TrainConfig(epochs=1, batch_size=32, augment="flip_translate"), seed=0,
-                       teacher=teacher, temperature=2.0, alpha=0.8, progress=False)
+                       teacher=teacher, kd=KDLoss(2.0, alpha=0.8), progress=False)
     assert torch.equal(weights(teacher), before) and not teacher.training
     assert len(hist["loss"]) == 1 and np.isfinite(hist["loss"][0])
 
@@ -57,9 +59,14 @@ def test_bad_training_arguments():
     x, y = data()
     m = fresh(x)
     with pytest.raises(ValueError, match="un-augmented"):
-        train_model(m, x, y, TrainConfig(augment="flip"), seed=0, teacher_logits=np.zeros((96, 4)), progress=False)
+        train_model(m, x, y, TrainConfig(augment="flip"), seed=0, teacher_logits=np.zeros((96, 4)), kd=KDLoss(2.0),
+                    progress=False)
     with pytest.raises(ValueError, match="either teacher or teacher_logits"):
         train_model(m, x, y, TrainConfig(), seed=0, teacher=m, teacher_logits=np.zeros((96, 4)), progress=False)
+    with pytest.raises(ValueError, match="needs kd=KDLoss"):
+        train_model(m, x, y, TrainConfig(), seed=0, teacher_logits=np.zeros((96, 4)), progress=False)
+    with pytest.raises(ValueError, match="no teacher"):
+        train_model(m, x, y, TrainConfig(), seed=0, kd=KDLoss(2.0), progress=False)
     with pytest.raises(ValueError, match="differ in length"):
         train_model(m, x, y[:10], TrainConfig(), seed=0, progress=False)
     with pytest.raises(ValueError, match="optimizer"):

@@ -6,7 +6,7 @@ from fairlearn import metrics as fm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdfair_utils import metrics as km
+from kdfair_utils import group_fairness as km
 
 
 @st.composite

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kdfair_utils import individual as ind
+from kdfair_utils import individual_fairness as ind
 
 
 def test_lipschitz_ratio_by_hand():

@@ -1,0 +1,94 @@
+"""What every notebook of the series does before and after its lesson, in one call each.
+
+``lesson = setup("03_class_bias", PROFILE, OVERRIDES, device=DEVICE)``
+resolves the profile (with the dotted overrides of :mod:`kdfair_utils.experiments`) and the
+folders (:mod:`kdfair_utils.paths`), and says where everything lives. ``lesson.grid()`` trains
+or loads an experiment's models (saying which), ``lesson.table()`` gives the per-model results
+table, ``lesson.save_figure(fig, name)`` stores a figure, and ``lesson.record(*records)`` writes
+the lesson's typed records for the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .datasets import Dataset, load_dataset
+from .experiments import Profile, get_profile
+from .grid import GridConfig, GridResult, run_grid
+from .paths import default_data_dir, default_runs_dir, run_dir
+from .results import Record, record
+
+
+@dataclass
+class Lesson:
+    """The resolved settings of one notebook run, and its cached grids."""
+
+    notebook: str
+    profile: Profile
+    overrides: dict[str, Any]
+    device: str
+    data_dir: Path
+    runs_dir: Path
+    out_dir: Path
+    _grids: dict[str, GridResult] = field(default_factory=dict, repr=False)
+
+    @property
+    def analysis(self):
+        return self.profile.analysis
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    def config(self, experiment: str = "main") -> GridConfig:
+        return self.profile.experiment(experiment)
+
+    def data(self, experiment: str = "main") -> Dataset:
+        """The experiment's dataset (generated or read once, then cached in ``data_dir``)."""
+        if experiment in self._grids:
+            return self._grids[experiment].dataset
+        cfg = self.config(experiment)
+        return load_dataset(cfg.dataset, cfg.label, data_dir=self.data_dir, **cfg.data_options)
+
+    def grid(self, experiment: str = "main") -> GridResult:
+        """Train the experiment's models that are not cached yet, load the rest (says which)."""
+        if experiment not in self._grids:
+            self._grids[experiment] = run_grid(self.config(experiment), runs_dir=self.runs_dir,
+                                               data_dir=self.data_dir, device=self.device)
+        return self._grids[experiment]
+
+    def table(self, experiment: str = "main"):
+        """Every model of the experiment as one row, with the metrics the analysis settings ask for."""
+        return self.grid(experiment).table(**self.analysis.table_options())
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """``<out>/figures/<name>.png`` and ``.svg``; returns the PNG's path."""
+        from .plots import save_figure
+
+        stem = self.figures_dir / name
+        save_figure(fig, stem)
+        return stem.with_suffix(".png")
+
+    def record(self, *records: Record) -> None:
+        """Write this lesson's records to ``<out>/results/<notebook>.json`` and say where."""
+        path = record(self.out_dir, self.notebook, records, profile=self.profile.name, config_key=self.profile.key)
+        print(f"{len(records)} record(s) written to {path}")
+
+
+def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | None = None, *, device: str = "auto",
+          data_dir: str | Path | None = None, runs_dir: str | Path | None = None,
+          out_dir: str | Path | None = None) -> Lesson:
+    """Resolve a notebook's parameters (``ValueError`` names a bad one) and print where things are."""
+    from .train import resolve_device
+
+    resolved = get_profile(profile, overrides)
+    runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    lesson = Lesson(notebook, resolved, dict(overrides or {}), str(resolve_device(device)),
+                    Path(data_dir) if data_dir is not None else default_data_dir(), runs,
+                    Path(out_dir) if out_dir is not None else run_dir(runs, profile, overrides))
+    print(f"{notebook}: profile {profile!r}" + (f" with overrides {lesson.overrides}" if lesson.overrides else "")
+          + f", device {lesson.device}\n  data in {lesson.data_dir.resolve()}\n  models cached in "
+          f"{(runs / 'models').resolve()}\n  results and figures in {lesson.out_dir.resolve()}")
+    return lesson

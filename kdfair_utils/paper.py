@@ -1,0 +1,272 @@
+"""One place for the paper: its numbers, its temperature windows and the claims we test.
+
+Mohammadshahi & Ioannou, "What's Left After Distillation? How Knowledge Transfer Impacts
+Fairness and Bias", TMLR 2025 (arXiv 2410.08407). Numbers are transcribed from the TMLR pages
+(Tables 1, 2, 4) and the authors' vector figures (Fig. 5); see ``shared/reference/paper.md`` of
+the project for sources. Notebooks show these tables beside ours, the report and the README's
+claims table are generated from :data:`CLAIMS`, and :mod:`kdfair_utils.experiments` builds its
+grids from :data:`FAIRNESS_WINDOW` and :data:`CLASS_BIAS_WINDOW`.
+
+A claim names *what* is compared (:class:`Select`: a population, or the distilled students
+of a temperature window) and *how* (:class:`AtLeast`, :class:`Less`, :class:`Trend`,
+:class:`CountTrend`, :class:`AboveChance`, :class:`Ordered`); :mod:`kdfair_utils.report`
+measures each on a run and states the rule that decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .results import Population
+
+# ----------------------------------------------------------------------------- windows
+CLASS_BIAS_WINDOW = (2.0, 10.0)   # Table 1, Fig. 3: "a common range for T found in distillation literature"
+FAIRNESS_WINDOW = (1.0, 10.0)     # Table 2, Table 4, Fig. 4 (first column)
+VERY_HIGH_WINDOW = (20.0, 40.0)   # App. B, Fig. 4 (second column), Fig. 5: T = 20, 30, 40
+
+TEACHER, NDS = Population.teacher(), Population.nds()
+
+
+def _ds_rows(values: dict[int, tuple]) -> dict[Population, tuple]:
+    return {Population.ds(t): v for t, v in values.items()}
+
+
+# ----------------------------------------------------------------------------- Table 1
+@dataclass(frozen=True)
+class ClassBiasRow:
+    """Table 1: test accuracy (%, mean ± std over 5 seeds), #SC and #TC (None for teacher/NDS)."""
+
+    accuracy: float
+    accuracy_std: float
+    sc: int | None = None
+    tc: int | None = None
+
+
+def _table1(teacher: tuple, nds: tuple, ds: dict[int, tuple]) -> dict[Population, ClassBiasRow]:
+    rows = {TEACHER: ClassBiasRow(*teacher), NDS: ClassBiasRow(*nds)}
+    rows.update({p: ClassBiasRow(*v) for p, v in _ds_rows(ds).items()})
+    return rows
+
+
+TABLE1: dict[str, dict[Population, ClassBiasRow]] = {
+    "CIFAR-100, ResNet-56 → ResNet-20": _table1((70.87, 0.21), (68.39, 0.17), {
+        2: (68.63, 0.24, 5, 15), 3: (68.92, 0.21, 7, 12), 4: (69.18, 0.19, 8, 9), 5: (69.77, 0.22, 9, 8),
+        6: (69.81, 0.15, 9, 8), 7: (69.38, 0.18, 10, 6), 8: (69.12, 0.21, 13, 6), 9: (69.35, 0.27, 18, 9),
+        10: (69.24, 0.19, 22, 11)}),
+    "CIFAR-100, DenseNet-169 → DenseNet-121": _table1((72.43, 0.15), (70.17, 0.16), {
+        2: (70.93, 0.21, 4, 12), 3: (71.08, 0.17, 4, 11), 4: (71.16, 0.23, 5, 9), 5: (71.42, 0.18, 8, 9),
+        6: (71.39, 0.22, 8, 8), 7: (71.34, 0.16, 9, 7), 8: (71.29, 0.13, 11, 7), 9: (71.51, 0.23, 12, 9),
+        10: (71.16, 0.21, 14, 10)}),
+    "ImageNet, ResNet-50 → ResNet-18": _table1((76.1, 0.13), (68.64, 0.21), {
+        2: (68.93, 0.23, 77, 314), 3: (69.12, 0.18, 113, 265), 4: (69.57, 0.26, 169, 237), 5: (69.85, 0.19, 190, 218),
+        6: (69.71, 0.13, 212, 193), 7: (70.05, 0.18, 295, 174), 8: (70.28, 0.27, 346, 138), 9: (70.52, 0.09, 371, 101),
+        10: (70.83, 0.15, 408, 86)}),
+    "ImageNet, ViT-Base → TinyViT": _table1((81.02, 0.07), (78.68, 0.19), {
+        2: (78.79, 0.21, 83, 397), 3: (78.94, 0.14, 137, 318), 4: (79.12, 0.23, 186, 253), 5: (79.51, 0.17, 215, 206),
+        6: (80.03, 0.19, 268, 184), 7: (79.62, 0.23, 329, 161), 8: (79.93, 0.12, 365, 127), 9: (80.16, 0.17, 397, 96),
+        10: (79.98, 0.12, 426, 78)}),
+}
+
+
+# ----------------------------------------------------------------------------- Table 2
+@dataclass(frozen=True)
+class FairnessRow:
+    """Table 2: accuracy, EOD and DPD in %, mean ± std over 5 seeds."""
+
+    accuracy: float
+    accuracy_std: float
+    eod: float
+    eod_std: float
+    dpd: float
+    dpd_std: float
+
+
+def _table2(rows: dict[Population, tuple]) -> dict[Population, FairnessRow]:
+    return {p: FairnessRow(*v) for p, v in rows.items()}
+
+
+TABLE2: dict[str, dict[Population, FairnessRow]] = {
+    "Trifeature (shape; colour), ResNet-20 → LeNet-5": _table2({
+        TEACHER: (100.00, 0.00, 0.00, 0.00, 3.64, 0.00), NDS: (90.33, 0.07, 2.81, 0.05, 4.12, 0.08), **_ds_rows({
+            1: (92.70, 0.15, 1.67, 0.04, 3.75, 0.07), 2: (92.41, 0.08, 1.60, 0.06, 3.56, 0.05),
+            3: (92.66, 0.12, 1.38, 0.02, 3.52, 0.02), 4: (92.61, 0.17, 1.32, 0.05, 3.48, 0.03),
+            5: (93.13, 0.09, 1.25, 0.00, 3.41, 0.06), 6: (93.25, 0.12, 1.27, 0.02, 3.48, 0.03),
+            7: (92.85, 0.18, 1.21, 0.03, 3.37, 0.05), 8: (92.66, 0.13, 1.15, 0.05, 3.29, 0.06),
+            9: (93.18, 0.08, 1.08, 0.03, 3.22, 0.04), 10: (92.77, 0.16, 1.01, 0.04, 3.10, 0.02)})}),
+    "CelebA (smiling; young), ResNet-50 → ResNet-18": _table2({
+        TEACHER: (93.09, 0.08, 4.69, 0.06, 9.41, 0.11), NDS: (92.03, 0.03, 6.11, 0.05, 10.60, 0.08), **_ds_rows({
+            1: (92.12, 0.06, 6.02, 0.11, 9.97, 0.08), 2: (92.14, 0.11, 5.67, 0.08, 9.75, 0.09),
+            3: (92.53, 0.13, 5.45, 0.05, 9.63, 0.06), 4: (92.17, 0.10, 5.36, 0.02, 9.38, 0.03),
+            5: (92.29, 0.05, 5.39, 0.04, 9.30, 0.05), 6: (92.26, 0.08, 5.30, 0.01, 9.38, 0.07),
+            7: (92.12, 0.08, 5.26, 0.05, 9.17, 0.10), 8: (92.66, 0.12, 5.22, 0.02, 9.05, 0.04),
+            9: (93.18, 0.15, 5.14, 0.04, 9.01, 0.08), 10: (92.57, 0.11, 4.98, 0.03, 8.86, 0.04)})}),
+}
+TRIFEATURE_TABLE2 = TABLE2["Trifeature (shape; colour), ResNet-20 → LeNet-5"]
+
+# ----------------------------------------------------------------------------- Table 4
+TABLE4: dict[str, dict[Population, float]] = {  # individual unfairness (Lipschitz ratio), lower is fairer; no std
+    "CelebA": {TEACHER: 0.0407, NDS: 0.124, **_ds_rows({
+        1: 0.113, 2: 0.104, 3: 0.0908, 4: 0.0906, 5: 0.0886, 6: 0.0799, 7: 0.0753, 8: 0.0712, 9: 0.0701,
+        10: 0.0697})},
+    "Trifeature": {TEACHER: 0.016, NDS: 0.0462, **_ds_rows({
+        1: 0.0422, 2: 0.0407, 3: 0.0393, 4: 0.0387, 5: 0.0384, 6: 0.0377, 7: 0.0356, 8: 0.0349, 9: 0.0341,
+        10: 0.0338})},
+    "HateXplain": {TEACHER: 0.0320, NDS: 0.1078, **_ds_rows({
+        1: 0.0994, 2: 0.0985, 3: 0.0927, 4: 0.0882, 5: 0.0823, 6: 0.0768, 7: 0.0727, 8: 0.0689, 9: 0.0681,
+        10: 0.0654})},
+}
+
+# ----------------------------------------------------------------------------- Fig. 5
+# HateXplain, BERT-Base → DistilBERT: (gender EOD, gender DPD, race EOD, race DPD) in %, read off
+# the authors' vector figure (exact to 2 decimals).
+FIG5_HATEXPLAIN: dict[Population, tuple[float, float, float, float]] = {
+    TEACHER: (1.63, 1.10, 1.13, 1.64), NDS: (4.79, 2.87, 6.41, 3.16), **_ds_rows({
+        1: (4.35, 2.74, 6.18, 3.02), 2: (4.46, 1.84, 5.86, 2.46), 3: (3.88, 1.66, 4.99, 2.19),
+        4: (3.51, 1.45, 4.13, 2.03), 5: (2.97, 1.23, 3.78, 1.97), 6: (2.16, 1.16, 3.53, 1.71),
+        7: (1.66, 1.09, 3.31, 1.54), 8: (1.49, 0.98, 3.16, 1.21), 9: (1.28, 0.76, 2.99, 1.16),
+        10: (1.13, 0.64, 2.64, 1.04), 20: (2.53, 0.91, 3.48, 1.54), 30: (3.38, 1.80, 4.84, 2.23),
+        40: (4.49, 2.32, 6.12, 2.96)})}
+
+
+def table2_frame(name: str = "Trifeature (shape; colour), ResNet-20 → LeNet-5"):
+    """One of :data:`TABLE2`'s panels as a pandas table (population, role, T, values)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"population": p.name, "role": p.role, "T": p.temperature, **vars(row)}
+                         for p, row in sorted(TABLE2[name].items(), key=lambda kv: kv[0].sort_key)])
+
+
+# ----------------------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Select:
+    """Which models a claim looks at: one ``population``, or every distilled student with T in
+    ``window`` — all of them pooled (``pick="pooled"``) or those of the highest T (``"highest"``)."""
+
+    population: Population | None = None
+    window: tuple[float, float] | None = None
+    pick: str = "pooled"
+
+    def __post_init__(self) -> None:
+        if (self.population is None) == (self.window is None):
+            raise ValueError("Select takes a population or a window of distilled students")
+        if self.pick not in ("pooled", "highest"):
+            raise ValueError(f"pick must be 'pooled' or 'highest', got {self.pick!r}")
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """The mean of ``metric`` over ``select`` is at least ``threshold``."""
+
+    metric: str
+    select: Select
+    threshold: float
+    attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class Less:
+    """``a``'s mean of ``metric`` is below ``b``'s."""
+
+    metric: str
+    a: Select
+    b: Select
+    attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The distilled students' mean ``metric`` moves with T over ``window`` in direction ``sign``."""
+
+    metric: str
+    window: tuple[float, float]
+    sign: int
+    attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class CountTrend:
+    """#SC (``count="sc"``) or #TC (``"tc"``) of the class-bias experiment moves with T in ``sign``."""
+
+    count: str
+    window: tuple[float, float]
+    sign: int
+
+
+@dataclass(frozen=True)
+class AboveChance:
+    """#SC at the highest class-bias temperature exceeds its seed-permutation null."""
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """The means of ``metric`` increase along ``selects`` (e.g. teacher < DS < NDS)."""
+
+    metric: str
+    selects: tuple[Select, ...]
+    attribute: str | None = None
+
+
+Test = Union[AtLeast, Less, Trend, CountTrend, AboveChance, Ordered]
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    paper: str
+    test: Test
+    experiment: str = "main"
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def _ds_values(table: dict[Population, object], attr: str, window: tuple[float, float]) -> list[float]:
+    return [getattr(row, attr) if attr else row for p, row in sorted(table.items(), key=lambda kv: kv[0].sort_key)
+            if p.role == "ds" and window[0] <= p.temperature <= window[1]]
+
+
+_T2, _T4 = TRIFEATURE_TABLE2, TABLE4["Trifeature"]
+_CIFAR, _IMAGENET = TABLE1["CIFAR-100, ResNet-56 → ResNet-20"], TABLE1["ImageNet, ResNet-50 → ResNet-18"]
+_D = Population.ds
+DS_POOLED = Select(window=FAIRNESS_WINDOW, pick="pooled")
+DS_HIGHEST = Select(window=FAIRNESS_WINDOW, pick="highest")
+DS_VERY_HIGH = Select(window=VERY_HIGH_WINDOW, pick="highest")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("teacher_accuracy", "Teacher (ResNet-20) reaches ~100 % on Trifeature shape",
+          f"{_T2[TEACHER].accuracy:.2f} ± {_T2[TEACHER].accuracy_std:.2f}",
+          AtLeast("accuracy", Select(TEACHER), 99.0)),
+    Claim("ds_more_accurate", "Distilled students are more accurate than the NDS (T = 1..10)",
+          f"NDS {_T2[NDS].accuracy:.2f} vs DS {_span(_ds_values(_T2, 'accuracy', FAIRNESS_WINDOW))}",
+          Less("accuracy", Select(NDS), DS_POOLED)),
+    Claim("sc_rises", "#SC rises with T (100-class Trifeature shape×colour)",
+          f"CIFAR-100 {_CIFAR[_D(2)].sc}→{_CIFAR[_D(10)].sc}, ImageNet {_IMAGENET[_D(2)].sc}→{_IMAGENET[_D(10)].sc} "
+          "(T = 2→10)", CountTrend("sc", CLASS_BIAS_WINDOW, +1), experiment="class_bias"),
+    Claim("sc_above_chance", "#SC exceeds chance (NDS vs DS at the highest T, seed-permutation null)",
+          "not tested in the paper", AboveChance(), experiment="class_bias"),
+    Claim("tc_falls", "#TC falls with T",
+          f"CIFAR-100 {_CIFAR[_D(2)].tc}→{_CIFAR[_D(10)].tc} (min {min(_ds_values(_CIFAR, 'tc', CLASS_BIAS_WINDOW))}), "
+          f"ImageNet {_IMAGENET[_D(2)].tc}→{_IMAGENET[_D(10)].tc}",
+          CountTrend("tc", CLASS_BIAS_WINDOW, -1), experiment="class_bias"),
+    Claim("eod_falls", "DS EOD (colour) falls as T rises over 1..10",
+          f"{_T2[_D(1)].eod:.2f}→{_T2[_D(10)].eod:.2f} (%)", Trend("eod", FAIRNESS_WINDOW, -1, "color")),
+    Claim("dpd_falls", "DS DPD (colour) falls as T rises over 1..10",
+          f"{_T2[_D(1)].dpd:.2f}→{_T2[_D(10)].dpd:.2f} (%)", Trend("dpd", FAIRNESS_WINDOW, -1, "color")),
+    Claim("ds_fairer_than_nds", "DS fairer than NDS (EOD, colour)",
+          f"NDS {_T2[NDS].eod:.2f} vs DS ≤ {max(_ds_values(_T2, 'eod', FAIRNESS_WINDOW)):.2f}",
+          Less("eod", DS_POOLED, Select(NDS), "color")),
+    Claim("ds_dpd_below_teacher", "DS DPD below the teacher's at high T",
+          f"{_T2[_D(10)].dpd:.2f} (T=10) < {_T2[TEACHER].dpd:.2f}", Less("dpd", DS_HIGHEST, Select(TEACHER), "color")),
+    Claim("very_high_t_reverses", "Very high T (20–40) reverses the EOD trend",
+          f"HateXplain EOD {FIG5_HATEXPLAIN[_D(10)][0]:.2f} (T=10) → {FIG5_HATEXPLAIN[_D(40)][0]:.2f} (T=40)",
+          Less("eod", DS_HIGHEST, DS_VERY_HIGH, "color")),
+    Claim("lipschitz_falls", "Individual unfairness (Lipschitz ratio) falls with T",
+          f"{_T4[_D(1)]:.4f} (T=1) → {_T4[_D(10)]:.4f} (T=10)", Trend("lipschitz", FAIRNESS_WINDOW, -1, "color")),
+    Claim("individual_order", "Teacher < DS < NDS on individual fairness",
+          f"{_T4[TEACHER]:.3f} < {min(_ds_values(_T4, '', FAIRNESS_WINDOW)):.3f}–"
+          f"{max(_ds_values(_T4, '', FAIRNESS_WINDOW)):.3f} < {_T4[NDS]:.3f}",
+          Ordered("lipschitz", (Select(TEACHER), DS_POOLED, Select(NDS)), "color")),
+)

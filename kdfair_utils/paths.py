@@ -1,0 +1,48 @@
+"""Where data, cached models and run outputs live, the same for the CLI, the runner and notebooks.
+
+* data: ``$KDFAIR_DATA``, else ``<checkout>/data``;
+* cached models and run outputs: ``$KDFAIR_RUNS``, else ``<checkout>/runs``;
+* one run's executed notebooks, records, figures and report: ``<runs>/<profile>`` when the
+  profile is used as defined, ``<runs>/<profile>+<hash>`` when overrides change it (so a changed
+  run never overwrites, or mixes with, the default one).
+
+``<checkout>`` is the folder holding ``pyproject.toml`` above this package (an editable install
+from a clone); an installed copy without a checkout uses the current directory instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .cache import config_key
+
+
+def checkout_dir() -> Path | None:
+    """The clone this package runs from, or None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def _default(env: str, name: str) -> Path:
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    root = checkout_dir()
+    return root / name if root is not None else Path(name)
+
+
+def default_data_dir() -> Path:
+    """``$KDFAIR_DATA``, else ``<checkout>/data``."""
+    return _default("KDFAIR_DATA", "data")
+
+
+def default_runs_dir() -> Path:
+    """``$KDFAIR_RUNS``, else ``<checkout>/runs``."""
+    return _default("KDFAIR_RUNS", "runs")
+
+
+def run_dir(runs_dir: str | Path, profile: str, overrides: dict[str, Any] | None = None) -> Path:
+    """``<runs>/<profile>``, or ``<runs>/<profile>+<hash of the overrides>`` when there are any."""
+    name = profile if not overrides else f"{profile}+{config_key(overrides, 8)}"
+    return Path(runs_dir) / name

@@ -1,0 +1,150 @@
+"""The notebook runner (parent process only): ``kdfair run`` / ``make reproduce``.
+
+It executes ``notebooks/NN_*.ipynb`` in order with papermill into the run folder
+(:func:`kdfair_utils.paths.run_dir`: executed notebooks, ``results/<notebook>.json``,
+``figures/``, ``run.json``), then writes ``report.md`` (:mod:`kdfair_utils.report`). Every
+notebook gets the same parameters — ``PROFILE``, ``OVERRIDES`` (the dotted vocabulary of
+:mod:`kdfair_utils.experiments`) and ``DEVICE`` — validated before the first notebook starts;
+the folders reach the kernels through the environment (``$KDFAIR_RUNS``, ``$KDFAIR_DATA``), as
+they reach a notebook a user runs alone. Training happens inside the notebooks' kernels, so
+the progress line watches the model cache (absolute path): ``02_knowledge_distillation ·
+models 12/62 cached (12 trained in this run)``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .cache import save_json
+from .experiments import EXPERIMENTS, Profile, get_profile
+from .grid import model_specs
+from .paths import checkout_dir, default_runs_dir, run_dir
+from .report import write_report
+
+PARAMETERS = ("PROFILE", "OVERRIDES", "DEVICE")
+
+
+def notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of the checkout this package runs from."""
+    root = checkout_dir()
+    if root is None:
+        raise FileNotFoundError("notebooks/ not found: run the series from a clone (pip install -e .)")
+    return root / "notebooks"
+
+
+def series_notebooks(folder: Path | None = None) -> list[Path]:
+    """``NN_topic.ipynb`` files in order."""
+    return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+
+
+def expected_models(profile: Profile) -> list[str]:
+    """Cache folder names of every model the profile's experiments train (each once)."""
+    return sorted({s.dirname for name in EXPERIMENTS for s in model_specs(profile.experiment(name))})
+
+
+def machine_description(device: str) -> str:
+    """E.g. ``x86_64, 2 CPU cores, torch 2.14.1 (cpu)``."""
+    import torch
+
+    from .train import resolve_device
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({resolve_device(device)})"
+
+
+def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,
+               data_dir: str | Path | None = None, device: str = "auto", notebooks: list[Path] | None = None,
+               progress: bool = True) -> Path:
+    """Execute the series with papermill into :func:`~kdfair_utils.paths.run_dir` and write the
+    report; returns the report's path.
+
+    ``overrides`` use the dotted vocabulary of :mod:`kdfair_utils.experiments`; a bad name or
+    value is a ``ValueError`` before any notebook runs. A notebook without the standard
+    parameters (:data:`PARAMETERS`) is a ``ValueError`` too. A failing notebook raises
+    ``RuntimeError`` naming the notebook, the cell and the error.
+    """
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
+    runs = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
+    out = run_dir(runs, profile, overrides)
+    nbs = notebooks if notebooks is not None else series_notebooks()
+    if not nbs:
+        raise FileNotFoundError("no notebooks/NN_*.ipynb found")
+    for nb in nbs:
+        missing = set(PARAMETERS) - set(pm.inspect_notebook(str(nb)))
+        if missing:
+            raise ValueError(f"{nb.name} does not declare the series parameters {sorted(missing)}")
+    params = {"PROFILE": profile, "OVERRIDES": dict(overrides or {}), "DEVICE": device}
+    folders = {"KDFAIR_RUNS": str(runs), **({} if data_dir is None else {"KDFAIR_DATA": str(Path(data_dir).resolve())})}
+    for stale in ("results", "figures"):  # a run's records and figures are this run's alone
+        shutil.rmtree(out / stale, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    expected = expected_models(resolved)
+
+    def cached() -> int:
+        return sum((runs / "models" / name / "meta.json").exists() for name in expected)
+
+    at_start = cached()
+    timings: dict[str, float] = {}
+    # kernels that advertise CurveZMQ get encrypted sockets (ipykernel >= 7.3 warns on plain TCP)
+    from traitlets.config import Config
+
+    kernel_config = Config({"KernelManager": {"transport_encryption": "auto"}})
+    bar = tqdm(total=len(nbs), desc="notebooks", disable=not progress,
+               bar_format="{desc} {n}/{total} [{elapsed}]{postfix}")
+    current = {"name": ""}
+    stop = threading.Event()
+
+    def status() -> str:
+        now = cached()
+        return f"{current['name']} · models {now}/{len(expected)} cached ({now - at_start} trained in this run)"
+
+    def watch() -> None:  # training happens inside the kernel: show the cache growing instead
+        while not stop.wait(2.0):
+            bar.set_postfix_str(status(), refresh=True)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    saved_env = {k: os.environ.get(k) for k in folders}
+    os.environ.update(folders)  # kernels inherit the environment: the folders reach every notebook
+    if progress:
+        tqdm.write(f"kdfair run --profile {profile}: {len(nbs)} notebooks · models {at_start}/{len(expected)} cached "
+                   f"in {runs / 'models'} · results in {out}")
+        watcher.start()
+    try:
+        for nb in nbs:
+            current["name"] = nb.name
+            bar.set_postfix_str(status())
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(str(nb), str(out / nb.name), cwd=str(nb.parent), parameters=params,
+                                    kernel_name="python3", progress_bar=False, config=kernel_config)
+            except pm.PapermillExecutionError as exc:
+                raise RuntimeError(f"{nb.name} failed in cell {exc.cell_index} ({exc.ename}: {exc.evalue}); "
+                                   f"executed notebook: {out / nb.name}") from None
+            timings[nb.name] = time.perf_counter() - start
+            if progress:
+                tqdm.write(f"  {nb.name}: {timings[nb.name]:.0f} s · models {cached()}/{len(expected)} cached")
+            bar.update(1)
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop.set()  # stop the watcher before the bar closes, so it never redraws a closed bar
+        if watcher.is_alive():
+            watcher.join()
+        bar.close()
+    save_json(out / "run.json", {"profile": profile, "overrides": dict(overrides or {}), "config_key": resolved.key,
+                                 "machine": machine_description(device),
+                                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                                 "models": len(expected), "trained": cached() - at_start, "timings": timings})
+    return write_report(out)
