@@ -24,7 +24,7 @@ reproduce: $(STAMP)
 	$(BIN)/kdfair run --profile $(PROFILE)
 
 readme: $(STAMP)
-	$(BIN)/kdfair readme runs/$(PROFILE)
+	$(BIN)/kdfair readme runs/$(PROFILE) --readme README.md
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'

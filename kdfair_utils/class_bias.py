@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .results import ChanceLevel, ClassBiasAtT, ClassBiasSummary, Population, SignificantCounts, in_window
-from .stats import adjust_pvalues, welch_ttest
+from .stats import adjust_pvalues, check_significance, welch_ttest
 
 if TYPE_CHECKING:
     from .grid import GridResult
@@ -98,11 +98,6 @@ class ClassBiasResult:
                 f"degenerate={self.degenerate})")
 
 
-def _check_significance(significance: float) -> None:
-    if isinstance(significance, bool) or not 0 < significance < 1:
-        raise ValueError(f"significance must be in (0, 1), got {significance!r}")
-
-
 def _check_population_sizes(na: int, nb: int) -> None:
     if na < 2 or nb < 2:
         raise ValueError(f"each population needs at least 2 models for Welch's test, got {na} and {nb}")
@@ -123,7 +118,7 @@ def class_bias_test(y_true: Any, preds_a: Any, preds_b: Any, *, significance: fl
     """
     import pandas as pd
 
-    _check_significance(significance)
+    check_significance(significance)
     y = np.asarray(y_true)
     pa, pb = _check_preds("preds_a", preds_a, len(y)), _check_preds("preds_b", preds_b, len(y))
     _check_population_sizes(len(pa), len(pb))
@@ -229,7 +224,7 @@ def null_calibration(y_true: Any, preds_a: Any, preds_b: Any | None = None, *, s
     """
     if isinstance(max_splits, bool) or not isinstance(max_splits, int) or max_splits < 1:
         raise ValueError(f"max_splits must be an int >= 1, got {max_splits!r}")
-    _check_significance(significance)
+    check_significance(significance)
     y = np.asarray(y_true)
     pa = _check_preds("preds_a", preds_a, len(y))
     if preds_b is None:

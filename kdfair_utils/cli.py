@@ -3,9 +3,10 @@
 run's claims table into the README.
 
 Both ``grid`` and ``run`` take ``--set FIELD=VALUE`` in the dotted vocabulary of
-:mod:`kdfair_utils.experiments` (the notebooks' ``OVERRIDES`` parameter takes the same names);
+:mod:`kdfair_utils.experiments` (the notebooks' ``OVERRIDES`` parameter takes the same names).
 ``--seeds``, ``--temperatures``, ``--label``, ``--teacher`` and ``--student`` are short for
-``--set seeds=...`` and so on.
+``--set <experiment>.seeds=...`` (and so on) for ``grid``, which builds one experiment, and for
+``--set seeds=...`` (every experiment) for ``run``.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
     overrides = parse_overrides(args.set or [])
     for name in SHORTCUTS:
         value = getattr(args, name, None)
         if value is not None:
-            if name in overrides:
-                raise ValueError(f"{name!r} is given twice (--{name} and --set {name}=...)")
-            overrides[name] = value
+            key = prefix + name
+            if key in overrides:
+                raise ValueError(f"{key!r} is given twice (--{name} and --set {key}=...)")
+            overrides[key] = value
     return overrides
 
 
@@ -63,7 +65,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from .grid import run_grid
     from .results import summarize
 
-    profile = get_profile(args.profile, _overrides(args))
+    profile = get_profile(args.profile, _overrides(args, prefix=f"{args.experiment}."))
     cfg = profile.experiment(args.experiment)
     result = run_grid(cfg, runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
     print(f"profile {args.profile}, experiment {args.experiment}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> "
@@ -83,9 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_readme(args: argparse.Namespace) -> int:
+    from .paths import checkout_dir, default_runs_dir
     from .report import update_readme
 
-    print(f"updated {update_readme(args.readme, args.run)}")
+    run = args.run if args.run is not None else default_runs_dir() / "quick"
+    readme = args.readme if args.readme is not None else (checkout_dir() or Path(".")) / "README.md"
+    print(f"updated {update_readme(readme, run)} from {run}")
     return 0
 
 
@@ -122,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("readme", help="put a run's claims table into the README (between its claims markers)")
-    m.add_argument("run", type=Path, nargs="?", default=Path("runs/quick"), help="the run folder (default runs/quick)")
-    m.add_argument("--readme", type=Path, default=Path("README.md"))
+    m.add_argument("run", type=Path, nargs="?", default=None,
+                   help="the run folder (default <runs>/quick: $KDFAIR_RUNS or <checkout>/runs)")
+    m.add_argument("--readme", type=Path, default=None, help="default: the checkout's README.md")
     m.set_defaults(func=cmd_readme)
     return parser
 

@@ -66,7 +66,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
 class KDLoss:
     """The distillation loss with its knobs set once: ``KDLoss(4.0, 0.8)(student, teacher, y)``.
 
-    Equal to :func:`kd_loss` with the same arguments; ``to_dict()`` is what a cache key needs.
+    Equal to :func:`kd_loss` with the same arguments; ``to_dict()`` gives the knobs as a dict.
     """
 
     temperature: float

@@ -16,7 +16,8 @@ and the notebooks' ``OVERRIDES`` parameter (papermill ``-y "OVERRIDES: {...}"``)
 * a bare grid field changes every grid (``seeds``, ``student_train.epochs``,
   ``data_options.image_size``); bare ``temperatures`` are kept, per grid, where they lie in its
   window (the class-bias grid: the paper's T = 2..10); an experiment-prefixed value wins over a
-  bare one;
+  bare one; ``dataset``, ``label`` and ``teacher_train.*`` differ per experiment by design and
+  are refused bare;
 * ``analysis.<field>`` changes an analysis setting (``analysis.significance``).
 
 Unknown names are refused with the list of known ones, before anything runs.
@@ -48,13 +49,17 @@ from typing import Any
 
 from .cache import config_key
 from .grid import GridConfig
+from .class_bias import NORMALIZATIONS
 from .individual_fairness import INPUT_DISTANCES, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
+from .stats import check_significance
 from .train import TrainConfig
 
 EXPERIMENTS = ("main", "class_bias")
-NORMALIZATIONS = ("ratio", "difference")
+# Fields each experiment sets for itself: a bare override of these is refused.
+PER_EXPERIMENT = ("dataset", "label", "teacher_train")
+_ANALYSIS_TUPLES = ("attributes", "twin_attributes")
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,7 @@ class AnalysisConfig:
     input_distance: str = "l2"                        # d between images: l2 (RMS pixels) or cosine
 
     def validate(self) -> None:
-        if isinstance(self.significance, bool) or not 0 < self.significance < 1:
-            raise ValueError(f"analysis.significance must be in (0, 1), got {self.significance!r}")
+        check_significance(self.significance, "analysis.significance")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"analysis.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if isinstance(self.null_splits, bool) or not isinstance(self.null_splits, int) or self.null_splits < 1:
@@ -81,9 +85,10 @@ class AnalysisConfig:
                              f"got {self.output_distance!r}")
         if self.input_distance not in INPUT_DISTANCES:
             raise ValueError(f"analysis.input_distance must be one of {INPUT_DISTANCES}, got {self.input_distance!r}")
-        for name in ("attributes", "twin_attributes"):
+        for name in _ANALYSIS_TUPLES:
             values = getattr(self, name)
-            if not values or not all(isinstance(v, str) for v in values) or len(set(values)) != len(values):
+            if (not isinstance(values, tuple) or not values or not all(isinstance(v, str) for v in values)
+                    or len(set(values)) != len(values)):
                 raise ValueError(f"analysis.{name} must be distinct attribute names, got {values!r}")
 
     def table_options(self) -> dict[str, Any]:
@@ -113,29 +118,41 @@ class Profile:
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         self.analysis.validate()
+        if self.main.dataset == "trifeature":
+            for name in _ANALYSIS_TUPLES:
+                if "color" not in getattr(self.analysis, name):
+                    raise ValueError(f"analysis.{name} must include 'color': the paper's Trifeature tables and "
+                                     f"claims use it (got {getattr(self.analysis, name)})")
 
     def replace(self, overrides: dict[str, Any] | None = None) -> Profile:
-        """A copy with dotted ``overrides`` applied (bare grid fields first, then prefixed ones)."""
+        """A copy with dotted ``overrides`` applied; see the module docstring for the rules."""
         if not overrides:
             return self
         if not isinstance(overrides, dict) or not all(isinstance(k, str) and k for k in overrides):
             raise ValueError(f"overrides must map dotted field names to values, got {overrides!r}")
         grids: dict[str, dict[str, Any]] = {name: {} for name in EXPERIMENTS}
         analysis: dict[str, Any] = {}
-        for key in sorted(overrides, key=lambda k: k.partition(".")[0] in EXPERIMENTS):
-            value = overrides[key]
+        bare: dict[str, Any] = {}
+        for key, value in overrides.items():
             head, _, rest = key.partition(".")
             if head == "analysis":
                 if rest not in AnalysisConfig.__dataclass_fields__:
                     raise ValueError(f"unknown override {key!r}; analysis fields: "
                                      f"{', '.join('analysis.' + f for f in AnalysisConfig.__dataclass_fields__)}")
-                analysis[rest] = tuple(value) if isinstance(value, list) else value
+                analysis[rest] = tuple(value) if isinstance(value, (list, tuple)) else (
+                    (value,) if rest in _ANALYSIS_TUPLES else value)
             elif head in EXPERIMENTS:
                 _check_grid_key(rest, key)
                 grids[head][rest] = value
             else:
                 _check_grid_key(key, key)
-                for name in EXPERIMENTS:
+                if head in PER_EXPERIMENT:
+                    raise ValueError(f"{key!r} differs per experiment: set "
+                                     f"{' or '.join(f'{name}.{key}' for name in EXPERIMENTS)}")
+                bare[key] = value
+        for key, value in bare.items():  # an experiment-prefixed value wins over a bare one
+            for name in EXPERIMENTS:
+                if key not in grids[name]:
                     grids[name][key] = _within_window(name, value) if key == "temperatures" else value
         return Profile(self.name, **{name: self.experiment(name).replace(**grids[name]) for name in EXPERIMENTS},
                        analysis=dataclasses.replace(self.analysis, **analysis))
@@ -147,6 +164,13 @@ class Profile:
     def key(self) -> str:
         """Hash of the whole resolved profile: results of different profiles never mix."""
         return config_key(self.to_dict())
+
+    @property
+    def run_name(self) -> str:
+        """The run folder's name: ``quick`` for the profile as defined, ``quick+<hash>`` when
+        overrides change it (equivalent overrides give the same folder)."""
+        default = PROFILES.get(self.name)
+        return self.name if default is not None and default.key == self.key else f"{self.name}+{self.key[:8]}"
 
 
 def _check_grid_key(key: str, shown: str) -> None:
@@ -186,7 +210,8 @@ def _within_window(experiment: str, temperatures: Any) -> tuple:
     kept = tuple(t for t in values if not isinstance(t, (int, float)) or in_window(float(t), window))
     if not kept:
         raise ValueError(f"none of the temperatures {list(values)} lies in the {experiment} window "
-                         f"{window[0]:g}..{window[1]:g}; set {experiment}.temperatures")
+                         f"{window[0]:g}..{window[1]:g}; set {experiment}.temperatures as well (or set "
+                         f"{', '.join(f'{n}.temperatures' for n in EXPERIMENTS if n != experiment)} instead)")
     return kept
 
 

@@ -23,9 +23,11 @@ per model. All counting is one weighted ``np.bincount`` over (model, class, grou
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from .results import MetricSummary, summarize
 
 METHODS = ("between_groups", "to_overall")
 AGGS = ("worst_case", "mean")
@@ -282,3 +284,9 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
         warnings.simplefilter("ignore", RuntimeWarning)
         macro = np.nanmean(per_class, axis=-1)
     return float(macro[0]) if single else macro
+
+
+def summaries(table: Any, attributes: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:
+    """DPD and EOD of every population for each protected attribute, from a per-model table
+    (:meth:`~kdfair_utils.grid.GridResult.table`): the records notebook 04 writes."""
+    return [summarize(table, metric, a, experiment=experiment) for a in attributes for metric in ("dpd", "eod")]

@@ -13,9 +13,11 @@ but states neither the pairs, nor D, nor d. Our choices (all parameters):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from .results import MetricSummary, summarize
 
 OUTPUT_DISTANCES = ("tv", "l1", "l2")
 INPUT_DISTANCES = ("l2", "cosine")
@@ -117,3 +119,10 @@ def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identica
         dist[dist <= 1e-12] = np.inf
     nn = np.argsort(dist, axis=1)[:, :k]
     return np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)
+
+
+def summaries(table: Any, twin_attributes: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:
+    """Lipschitz ratio and flip rate of every population for each twin attribute, from a per-model
+    table (:meth:`~kdfair_utils.grid.GridResult.table`): the records notebook 05 writes."""
+    return [summarize(table, metric, a, experiment=experiment) for a in twin_attributes
+            for metric in ("lipschitz", "flip_rate")]

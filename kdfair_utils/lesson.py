@@ -17,7 +17,7 @@ from typing import Any
 from .datasets import Dataset, load_dataset
 from .experiments import Profile, get_profile
 from .grid import GridConfig, GridResult, run_grid
-from .paths import default_data_dir, default_runs_dir, run_dir
+from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
 
 
@@ -87,7 +87,7 @@ def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | Non
     runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     lesson = Lesson(notebook, resolved, dict(overrides or {}), str(resolve_device(device)),
                     Path(data_dir) if data_dir is not None else default_data_dir(), runs,
-                    Path(out_dir) if out_dir is not None else run_dir(runs, profile, overrides))
+                    Path(out_dir) if out_dir is not None else runs / resolved.run_name)
     print(f"{notebook}: profile {profile!r}" + (f" with overrides {lesson.overrides}" if lesson.overrides else "")
           + f", device {lesson.device}\n  data in {lesson.data_dir.resolve()}\n  models cached in "
           f"{(runs / 'models').resolve()}\n  results and figures in {lesson.out_dir.resolve()}")

@@ -15,8 +15,9 @@ measures each on a run and states the rule that decided.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from .results import Population
 
@@ -67,6 +68,8 @@ TABLE1: dict[str, dict[Population, ClassBiasRow]] = {
         6: (80.03, 0.19, 268, 184), 7: (79.62, 0.23, 329, 161), 8: (79.93, 0.12, 365, 127), 9: (80.16, 0.17, 397, 96),
         10: (79.98, 0.12, 426, 78)}),
 }
+
+FIG3 = ("CIFAR-100, ResNet-56 → ResNet-20", "ImageNet, ResNet-50 → ResNet-18")  # the panels of Fig. 3
 
 
 # ----------------------------------------------------------------------------- Table 2
@@ -129,12 +132,16 @@ FIG5_HATEXPLAIN: dict[Population, tuple[float, float, float, float]] = {
         40: (4.49, 2.32, 6.12, 2.96)})}
 
 
-def table2_frame(name: str = "Trifeature (shape; colour), ResNet-20 → LeNet-5"):
-    """One of :data:`TABLE2`'s panels as a pandas table (population, role, T, values)."""
+def frame(rows: dict[Population, Any]):
+    """One of the tables above as pandas: ``population``, ``role``, ``T``, then the row's fields
+    (or ``value`` for a table of numbers), teacher and NDS first, then by T."""
     import pandas as pd
 
-    return pd.DataFrame([{"population": p.name, "role": p.role, "T": p.temperature, **vars(row)}
-                         for p, row in sorted(TABLE2[name].items(), key=lambda kv: kv[0].sort_key)])
+    out = []
+    for p, row in sorted(rows.items(), key=lambda kv: kv[0].sort_key):
+        fields = dataclasses.asdict(row) if dataclasses.is_dataclass(row) else {"value": row}
+        out.append({"population": p.name, "role": p.role, "T": p.temperature, **fields})
+    return pd.DataFrame(out)
 
 
 # ----------------------------------------------------------------------------- claims

@@ -2,9 +2,10 @@
 
 * data: ``$KDFAIR_DATA``, else ``<checkout>/data``;
 * cached models and run outputs: ``$KDFAIR_RUNS``, else ``<checkout>/runs``;
-* one run's executed notebooks, records, figures and report: ``<runs>/<profile>`` when the
-  profile is used as defined, ``<runs>/<profile>+<hash>`` when overrides change it (so a changed
-  run never overwrites, or mixes with, the default one).
+* one run's executed notebooks, records, figures and report: ``<runs>/<run name>``, where the
+  run name is the profile's (``quick``), or ``quick+<hash>`` when overrides change it (so a
+  changed run never overwrites, or mixes with, the default one; see
+  :attr:`kdfair_utils.experiments.Profile.run_name`).
 
 ``<checkout>`` is the folder holding ``pyproject.toml`` above this package (an editable install
 from a clone); an installed copy without a checkout uses the current directory instead.
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-from .cache import config_key
 
 
 def checkout_dir() -> Path | None:
@@ -41,8 +39,3 @@ def default_runs_dir() -> Path:
     """``$KDFAIR_RUNS``, else ``<checkout>/runs``."""
     return _default("KDFAIR_RUNS", "runs")
 
-
-def run_dir(runs_dir: str | Path, profile: str, overrides: dict[str, Any] | None = None) -> Path:
-    """``<runs>/<profile>``, or ``<runs>/<profile>+<hash of the overrides>`` when there are any."""
-    name = profile if not overrides else f"{profile}+{config_key(overrides, 8)}"
-    return Path(runs_dir) / name

@@ -88,6 +88,17 @@ def metric_vs_temperature(table: Any, *, metric: str, ylabel: str | None = None,
     return fig or ax.figure
 
 
+def summary_vs_temperature(summary: Any, *, ylabel: str | None = None, ax=None):
+    """A :class:`~kdfair_utils.results.MetricSummary` against T: the distilled students' mean ± std
+    band, and the teacher's and the NDS's means as dashed reference lines (the paper's Fig. 4)."""
+    frame = summary.frame()
+    refs = {name: float(frame.loc[frame.role == role, "mean"].iloc[0])
+            for role, name in (("teacher", "teacher"), ("nds", "NDS")) if (frame.role == role).any()}
+    label = ylabel or f"{summary.metric}" + (f" ({summary.unit})" if summary.unit else "") + (
+        f", {summary.attribute}" if summary.attribute else "")
+    return metric_vs_temperature(frame[frame.role == "ds"], metric="mean", std="std", ylabel=label, refs=refs, ax=ax)
+
+
 def counts_vs_temperature(table: Any, *, null_expected: float | None = None, n_classes: int | None = None,
                           title: str = ""):
     """#SC and #TC (raw and BH) against T — the paper's Fig. 3 — with the chance level."""

@@ -35,7 +35,8 @@ LEVEL = 0.05
 VERDICTS = ("- **yes**: the direction holds and is clear — Spearman |ρ| ≥ 0.5 for trends over T, Welch "
             "one-sided p < 0.05 (over seeds) for comparisons of means, permutation p < 0.05 for counts;\n"
             "- **weakly**: the direction holds but not clearly (|ρ| < 0.5, or p ≥ 0.05);\n"
-            "- **no**: the direction is opposite; **n/a**: not measurable with this run's parameters.")
+            "- **no**: the direction is opposite; **n/a**: not measurable in this run (too few seeds or "
+            "temperatures, or an undefined value).")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -44,17 +45,29 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _digits(metric: str) -> int:
+    return 4 if metric == "lipschitz" else 2
+
+
+def _finite(values: Any) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(values, dtype=float))))
+
+
 def trend_verdict(rho: float | None, expected_sign: int) -> str:
-    """``yes`` if ρ has the expected sign and |ρ| ≥ 0.5, ``weakly`` if only the sign is right."""
-    if rho is None:
+    """``yes`` if ρ has the expected sign and |ρ| ≥ 0.5, ``weakly`` if only the sign is right,
+    ``n/a`` if ρ is undefined."""
+    if rho is None or not np.isfinite(rho):
         return "n/a"
     signed = expected_sign * rho
     return "yes" if signed >= TREND_RHO else "weakly" if signed > 0 else "no"
 
 
 def less_verdict(a: Any, b: Any) -> tuple[str, float | None]:
-    """Is the mean of values ``a`` below that of ``b``? (verdict, Welch one-sided p)."""
+    """Is the mean of values ``a`` below that of ``b``? (verdict, Welch one-sided p); ``n/a``
+    when a value is not finite."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not (_finite(a) and _finite(b)):
+        return "n/a", None
     if not a.mean() < b.mean():
         return "no", None
     p = welch_less(a, b)
@@ -77,8 +90,8 @@ def select_values(summary: MetricSummary, select: Select) -> tuple[str, list[flo
     return f"DS (T = {lo:g}..{hi:g})", [v for p in ds for v in p.values]
 
 
-def _na(claim: Claim, why: str) -> ClaimVerdict:
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, "n/a", "n/a", why, None, None)
+def _na(claim: Claim, why: str, ours: str = "n/a") -> ClaimVerdict:
+    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, "n/a", why, None, None)
 
 
 @singledispatch
@@ -96,6 +109,8 @@ def _(test: AtLeast, claim: Claim, results: Results) -> ClaimVerdict:
     chosen = summary and select_values(summary, test.select)
     if not chosen:
         return _na(claim, f"no {test.metric} recorded")
+    if not _finite(chosen[1]):
+        return _na(claim, f"{test.metric} is undefined for a model", f"{chosen[0]}: undefined")
     s = population_stats(chosen[1])
     return ClaimVerdict(claim.id, claim.statement, claim.paper, f"{s.mean:.2f} ± {_fmt(s.std)}",
                         "yes" if s.mean >= test.threshold else "no",
@@ -110,12 +125,15 @@ def _(test: Less, claim: Claim, results: Results) -> ClaimVerdict:
     if not a or not b:
         return _na(claim, f"{test.metric} of both populations not recorded")
     held, p = less_verdict(a[1], b[1])
-    sa, sb = population_stats(a[1]), population_stats(b[1])
-    digits = 4 if test.metric == "lipschitz" else 2
-    ours = (f"{a[0]} {sa.mean:.{digits}f} ± {_fmt(sa.std, digits)} vs "
-            f"{b[0]} {sb.mean:.{digits}f} ± {_fmt(sb.std, digits)}" + (f", p = {p:.3f}" if p is not None else ""))
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held,
-                        f"Welch one-sided p < {LEVEL:g} over {sa.n} vs {sb.n} models", sb.mean - sa.mean, p)
+    if held == "n/a":
+        return _na(claim, f"{test.metric} is undefined for a model", f"{a[0]} vs {b[0]}: undefined")
+    sa, sb, d = population_stats(a[1]), population_stats(b[1]), _digits(test.metric)
+    ours = (f"{a[0]} {sa.mean:.{d}f} ± {_fmt(sa.std, d)} vs {b[0]} {sb.mean:.{d}f} ± {_fmt(sb.std, d)}"
+            + (f", p = {p:.3f}" if p is not None else ""))
+    rule = f"Welch one-sided p < {LEVEL:g} over {sa.n} vs {sb.n} models"
+    if any(s.window is not None and s.pick == "pooled" for s in (test.a, test.b)):
+        rule += " (students pooled over T share seeds and teachers, so p is optimistic)"
+    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held, rule, sb.mean - sa.mean, p)
 
 
 @_evaluate.register
@@ -126,11 +144,9 @@ def _(test: Trend, claim: Claim, results: Results) -> ClaimVerdict:
         return _na(claim, f"no distilled students with T in {test.window[0]:g}..{test.window[1]:g}")
     temps = [p.population.temperature for p in ds]
     means = [float(np.mean(p.values)) for p in ds]
-    rho = spearman(temps, means)
-    digits = 4 if test.metric == "lipschitz" else 2
-    unit = summary.unit if summary else ""
-    ours = (f"{means[0]:.{digits}f} (T={temps[0]:g}) → {means[-1]:.{digits}f} (T={temps[-1]:g})"
-            + (f" {unit}" if unit else "") + f", ρ = {_fmt(rho)}")
+    rho, d = spearman(temps, means), _digits(test.metric)
+    unit = f" {summary.unit}" if summary and summary.unit else ""
+    ours = f"{means[0]:.{d}f} (T={temps[0]:g}) → {means[-1]:.{d}f} (T={temps[-1]:g}){unit}, ρ = {_fmt(rho)}"
     rule = f"Spearman ρ over T = {test.window[0]:g}..{test.window[1]:g}, |ρ| ≥ {TREND_RHO:g}"
     return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, trend_verdict(rho, test.sign), rule, rho, None)
 
@@ -173,11 +189,13 @@ def _(test: Ordered, claim: Claim, results: Results) -> ClaimVerdict:
     chosen = [summary and select_values(summary, s) for s in test.selects]
     if not all(chosen):
         return _na(claim, f"{test.metric} not recorded for every population")
-    means = [float(np.mean(c[1])) for c in chosen]  # type: ignore[index]
-    digits = 4 if test.metric == "lipschitz" else 2
-    ours = " / ".join(f"{c[0]} {m:.{digits}f}" for c, m in zip(chosen, means))  # type: ignore[index]
+    if not all(_finite(c[1]) for c in chosen):  # type: ignore[index]
+        return _na(claim, f"{test.metric} is undefined for a model", "undefined")
+    means, d = [float(np.mean(c[1])) for c in chosen], _digits(test.metric)  # type: ignore[index]
+    ours = " / ".join(f"{c[0]} {m:.{d}f}" for c, m in zip(chosen, means))  # type: ignore[index]
     held = "yes" if all(x < y for x, y in zip(means, means[1:])) else "no"
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held, "means in this order", None, None)
+    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held, "means in this order (models pooled)",
+                        None, None)
 
 
 def evaluate_claims(results: Results) -> list[ClaimVerdict]:
@@ -201,11 +219,12 @@ def markdown_table(verdicts: list[ClaimVerdict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdicts_of(results: Results, verdicts_notebook: str | None = None) -> tuple[list[ClaimVerdict], str]:
-    """The run's verdicts and where they came from: those a notebook recorded when they are at
-    least as new as every other record (computed once, in that notebook), else evaluated now."""
+def verdicts_of(results: Results) -> tuple[list[ClaimVerdict], str]:
+    """The run's verdicts and where they came from: those a notebook recorded when they cover
+    today's :data:`~kdfair_utils.paper.CLAIMS` and are at least as new as every other record
+    (computed once, in that notebook), else evaluated now."""
     recorded = results.verdicts()
-    if recorded:
+    if recorded and [v.claim for v in recorded] == [c.id for c in CLAIMS]:
         source = next(nb for nb, recs in results.by_notebook.items() if any(r in recorded for r in recs))
         if all(results.mtimes[source] >= t for t in results.mtimes.values()):
             return recorded, f"recorded by {source}"
@@ -253,7 +272,8 @@ def readme_block(out_dir: str | Path) -> str:
     run = load_json(out / "run.json") if (out / "run.json").exists() else {}
     where = f"{run.get('machine', 'machine not recorded')}, {run.get('date', 'date not recorded')}"
     return (f"{README_BEGIN}\nGenerated from `{out.parent.name}/{out.name}/claims.json` by `make readme` "
-            f"(profile `{run.get('profile', out.name)}`; {where}):\n\n{markdown_table(verdicts)}{README_END}")
+            f"(profile `{run.get('profile', out.name)}`; {where}):\n\n{markdown_table(verdicts)}\nVerdicts:\n\n"
+            f"{VERDICTS}\n{README_END}")
 
 
 def update_readme(readme: str | Path, out_dir: str | Path) -> Path:

@@ -113,7 +113,15 @@ class PopulationValues:
             raise ValueError(f"{self.population}: {len(self.seeds)} seeds for {len(self.values)} values")
 
     def stats(self, confidence: float = 0.95) -> PopulationStats:
+        """:func:`~kdfair_utils.stats.population_stats` of the values (``ValueError`` if one is
+        not finite: an undefined metric is never averaged away)."""
         return population_stats(self.values, confidence=confidence)
+
+    def stats_or_nan(self) -> PopulationStats:
+        """For display: the stats, or NaN everywhere if a value is undefined."""
+        if all(math.isfinite(v) for v in self.values):
+            return self.stats()
+        return PopulationStats(math.nan, math.nan, len(self.values), math.nan, math.nan)
 
 
 # ----------------------------------------------------------------------------- records
@@ -135,10 +143,7 @@ class MetricSummary:
     populations: tuple[PopulationValues, ...]
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
-        if (self.attribute is None) == (self.metric in ATTRIBUTE_METRICS):
-            raise ValueError(f"metric {self.metric!r} {'needs' if self.attribute is None else 'takes no'} attribute")
+        metric_column(self.metric, self.attribute)  # validates the pair
         pops = [p.population for p in self.populations]
         if len(set(pops)) != len(pops):
             raise ValueError(f"duplicate populations in {self.metric} summary: {[str(p) for p in pops]}")
@@ -166,7 +171,7 @@ class MetricSummary:
 
         rows = []
         for p in sorted(self.populations, key=lambda p: p.population.sort_key):
-            s = p.stats()
+            s = p.stats_or_nan()
             rows.append({"population": p.population.name, "role": p.population.role,
                          "T": np.nan if p.population.temperature is None else p.population.temperature,
                          "mean": s.mean, "std": s.std, "n": s.n, "ci_low": s.ci_low, "ci_high": s.ci_high})
@@ -205,7 +210,7 @@ def summary_table(summaries: dict[str, MetricSummary], digits: int = 2):
     for pop in pops:
         row: dict[str, Any] = {"population": pop.name, "T": pop.temperature}
         for title, s in summaries.items():
-            st = s.of(pop).stats()
+            st = s.of(pop).stats_or_nan()
             row[title] = f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
             row["n"] = st.n
         rows.append(row)
@@ -401,7 +406,7 @@ class Results:
     def all(self, kind: type) -> list[Any]:
         return [r for recs in self.by_notebook.values() for r in recs if isinstance(r, kind)]
 
-    def _one(self, kind: type, where: str, **fields: Any) -> Any:
+    def _one(self, kind: type, **fields: Any) -> Any:
         hits = [r for r in self.all(kind) if all(getattr(r, k) == v for k, v in fields.items())]
         if len(hits) > 1:
             raise ValueError(f"{len(hits)} {kind.__name__} records match {fields}")
@@ -409,10 +414,10 @@ class Results:
 
     def metric(self, metric: str, attribute: str | None = None, *, experiment: str = "main") -> MetricSummary | None:
         """The summary of ``metric`` (and ``attribute``) for ``experiment``; None if not recorded."""
-        return self._one(MetricSummary, "metric", metric=metric, attribute=attribute, experiment=experiment)
+        return self._one(MetricSummary, metric=metric, attribute=attribute, experiment=experiment)
 
     def class_bias(self, *, experiment: str) -> ClassBiasSummary | None:
-        return self._one(ClassBiasSummary, "class_bias", experiment=experiment)
+        return self._one(ClassBiasSummary, experiment=experiment)
 
     def verdicts(self) -> list[ClaimVerdict]:
         return self.all(ClaimVerdict)

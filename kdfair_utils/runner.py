@@ -1,7 +1,7 @@
 """The notebook runner (parent process only): ``kdfair run`` / ``make reproduce``.
 
 It executes ``notebooks/NN_*.ipynb`` in order with papermill into the run folder
-(:func:`kdfair_utils.paths.run_dir`: executed notebooks, ``results/<notebook>.json``,
+(``<runs>/<run name>``, :attr:`kdfair_utils.experiments.Profile.run_name`: executed notebooks, ``results/<notebook>.json``,
 ``figures/``, ``run.json``), then writes ``report.md`` (:mod:`kdfair_utils.report`). Every
 notebook gets the same parameters — ``PROFILE``, ``OVERRIDES`` (the dotted vocabulary of
 :mod:`kdfair_utils.experiments`) and ``DEVICE`` — validated before the first notebook starts;
@@ -25,7 +25,7 @@ from typing import Any
 from .cache import save_json
 from .experiments import EXPERIMENTS, Profile, get_profile
 from .grid import model_specs
-from .paths import checkout_dir, default_runs_dir, run_dir
+from .paths import checkout_dir, default_data_dir, default_runs_dir
 from .report import write_report
 
 PARAMETERS = ("PROFILE", "OVERRIDES", "DEVICE")
@@ -50,19 +50,21 @@ def expected_models(profile: Profile) -> list[str]:
 
 
 def machine_description(device: str) -> str:
-    """E.g. ``x86_64, 2 CPU cores, torch 2.14.1 (cpu)``."""
+    """E.g. ``x86_64, 2 CPU cores, torch 2.14.1 with 2 threads (cpu)``: the thread count changes
+    float summation order, so a run on other hardware or threads can differ in the last digits."""
     import torch
 
     from .train import resolve_device
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({resolve_device(device)})"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads ({resolve_device(device)})")
 
 
 def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,
                data_dir: str | Path | None = None, device: str = "auto", notebooks: list[Path] | None = None,
                progress: bool = True) -> Path:
-    """Execute the series with papermill into :func:`~kdfair_utils.paths.run_dir` and write the
-    report; returns the report's path.
+    """Execute the series with papermill into ``<runs>/<run name>`` and write the report; returns
+    the report's path.
 
     ``overrides`` use the dotted vocabulary of :mod:`kdfair_utils.experiments`; a bad name or
     value is a ``ValueError`` before any notebook runs. A notebook without the standard
@@ -74,7 +76,7 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
     runs = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
-    out = run_dir(runs, profile, overrides)
+    out = runs / resolved.run_name
     nbs = notebooks if notebooks is not None else series_notebooks()
     if not nbs:
         raise FileNotFoundError("no notebooks/NN_*.ipynb found")
@@ -83,11 +85,14 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
         if missing:
             raise ValueError(f"{nb.name} does not declare the series parameters {sorted(missing)}")
     params = {"PROFILE": profile, "OVERRIDES": dict(overrides or {}), "DEVICE": device}
-    folders = {"KDFAIR_RUNS": str(runs), **({} if data_dir is None else {"KDFAIR_DATA": str(Path(data_dir).resolve())})}
-    for stale in ("results", "figures"):  # a run's records and figures are this run's alone
-        shutil.rmtree(out / stale, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    data = (Path(data_dir) if data_dir is not None else default_data_dir()).resolve()
+    folders = {"KDFAIR_RUNS": str(runs), "KDFAIR_DATA": str(data)}  # absolute: kernels run in notebooks/
     expected = expected_models(resolved)
+    for stale in ("results", "figures"):  # a run's records, figures and report are this run's alone
+        shutil.rmtree(out / stale, ignore_errors=True)
+    for stale in ("report.md", "claims.json", "run.json"):
+        (out / stale).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     def cached() -> int:
         return sum((runs / "models" / name / "meta.json").exists() for name in expected)
@@ -113,12 +118,12 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
 
     watcher = threading.Thread(target=watch, daemon=True)
     saved_env = {k: os.environ.get(k) for k in folders}
-    os.environ.update(folders)  # kernels inherit the environment: the folders reach every notebook
     if progress:
         tqdm.write(f"kdfair run --profile {profile}: {len(nbs)} notebooks · models {at_start}/{len(expected)} cached "
                    f"in {runs / 'models'} · results in {out}")
         watcher.start()
     try:
+        os.environ.update(folders)  # kernels inherit the environment: the folders reach every notebook
         for nb in nbs:
             current["name"] = nb.name
             bar.set_postfix_str(status())

@@ -21,6 +21,12 @@ import numpy as np
 from scipy import stats as sps
 
 
+def check_significance(value: Any, name: str = "significance") -> None:
+    """``ValueError`` unless ``0 < value < 1``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
 @dataclass(frozen=True)
 class PopulationStats:
     """Mean, sample std (ddof=1), n and a t confidence interval of one population's values."""
@@ -87,9 +93,11 @@ def welch_ttest(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 def welch_less(a: Any, b: Any) -> float | None:
     """One-sided Welch p-value for mean(a) < mean(b) (``scipy.stats.ttest_ind(a, b,
     equal_var=False, alternative="less")``); None when it is undefined (fewer than 2 values on
-    a side, or both sides constant)."""
+    a side, a value that is not finite, or both sides constant)."""
     x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if len(x) < 2 or len(y) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+    if len(x) < 2 or len(y) < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None
+    if np.ptp(x) == 0 and np.ptp(y) == 0:
         return None
     return float(sps.ttest_ind(x, y, equal_var=False, alternative="less").pvalue)
 
@@ -135,10 +143,11 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def spearman(x: Any, y: Any) -> float | None:
-    """Spearman's ρ (None when undefined: fewer than 3 points or a constant series)."""
+    """Spearman's ρ (None when undefined: fewer than 3 points, a constant series, or a value
+    that is not finite)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    if len(x) < 3 or np.ptp(y) == 0 or np.ptp(x) == 0:
+    if len(x) < 3 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.ptp(y) == 0 or np.ptp(x) == 0:
         return None
     return float(sps.spearmanr(x, y).statistic)

@@ -236,8 +236,8 @@ def render(params: dict[str, np.ndarray], spec: TrifeatureSpec, *, chunk: int = 
                                            axis=1).reshape(iu.shape)
             tex[sel] = _texture(t_name, u[sel], v[sel], noise)
         shade = np.where(tex, 1.0, 0.35).astype(np.float32)
-        colour = palette[p["color"]][:, :, None, None]  # [m, 3, 1, 1]
-        img = np.where(mask[:, None], colour * shade[:, None], np.float32(BACKGROUND))
+        color = palette[p["color"]][:, :, None, None]  # [m, 3, 1, 1]
+        img = np.where(mask[:, None], color * shade[:, None], np.float32(BACKGROUND))
         img = img.reshape(m, 3, size, ss, size, ss).mean(axis=(3, 5))
         out[sl] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     return out

@@ -26,7 +26,8 @@ def data_dir(tmp_path_factory):
 # A tiny profile in the override vocabulary every entry point shares: a few seconds of training.
 TINY_OVERRIDES = {
     "seeds": [0, 1, 2], "teacher_seeds": [0, 1], "temperatures": [1, 2, 4, 20], "teacher": "resnet8",
-    "teacher_train.epochs": 1, "student_train.epochs": 1, "data_options.image_size": 16,
+    "main.teacher_train.epochs": 1, "class_bias.teacher_train.epochs": 1, "student_train.epochs": 1,
+    "data_options.image_size": 16,
     "data_options.per_combination": 1, "class_bias.temperatures": [2, 4, 8],
     # 1-epoch 100-class students can score 0 %, for which the ratio form is undefined
     "analysis.null_splits": 20, "analysis.normalization": "difference",

@@ -5,8 +5,9 @@ from kdfair_utils.experiments import get_profile
 from kdfair_utils.grid import model_specs
 
 TINY = ["--teacher", "resnet8", "--seeds", "0", "1", "--temperatures", "2", "--set", "teacher_seeds=0",
-        "--set", "teacher_train.epochs=1", "--set", "student_train.epochs=1",
-        "--set", "data_options.per_combination=1", "--set", "data_options.image_size=16"]
+        "--set", "main.teacher_train.epochs=1", "--set", "class_bias.teacher_train.epochs=1",
+        "--set", "student_train.epochs=1", "--set", "data_options.per_combination=1",
+        "--set", "data_options.image_size=16"]
 
 
 def test_parse_overrides():
@@ -32,9 +33,9 @@ def test_grid_command_prints_what_it_loaded_and_trained(tmp_path, data_dir, caps
 
 def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_dir, capsys):
     """`kdfair grid --experiment class_bias` trains the models notebook 03 loads: the same cache keys."""
-    overrides = {"teacher": "resnet8", "seeds": [0, 1], "temperatures": [2], "teacher_seeds": [0],
-                 "teacher_train.epochs": 1, "student_train.epochs": 1, "data_options.per_combination": 1,
-                 "data_options.image_size": 16}
+    overrides = {"class_bias.teacher": "resnet8", "class_bias.seeds": [0, 1], "class_bias.temperatures": [2],
+                 "teacher_seeds": [0], "class_bias.teacher_train.epochs": 1, "student_train.epochs": 1,
+                 "data_options.per_combination": 1, "data_options.image_size": 16}
     args = ["grid", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet", "--experiment", "class_bias",
             *TINY]
     assert main(args) == 0
@@ -46,7 +47,9 @@ def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_
 @pytest.mark.parametrize("argv,message", [
     (["grid", "--set", "alpha=3"], "alpha must be in [0, 1]"),
     (["grid", "--set", "epochs=3"], "unknown override 'epochs'; known:"),
-    (["grid", "--seeds", "1", "--set", "seeds=2"], "'seeds' is given twice"),
+    (["grid", "--seeds", "1", "--set", "main.seeds=2"], "'main.seeds' is given twice"),
+    (["run", "--label", "color"], "'label' differs per experiment: set main.label or class_bias.label"),
+    (["run", "--temperatures", "1"], "none of the temperatures [1.0] lies in the class_bias window 2..10"),
     (["run", "--set", "analysis.significance=2"], "analysis.significance must be in (0, 1)"),
 ])
 def test_bad_cli_input_names_the_argument(argv, message, capsys, tmp_path):

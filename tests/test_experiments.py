@@ -59,6 +59,30 @@ def test_bad_overrides_name_the_field(overrides, match):
         get_profile("quick", overrides)
 
 
+def test_prefixed_values_win_and_per_experiment_fields_are_refused_bare():
+    p = get_profile("quick", {"temperatures": [1], "class_bias.temperatures": [2, 4]})
+    assert p.main.temperatures == (1,) and p.class_bias.temperatures == (2, 4)
+    for key in ("label", "dataset", "teacher_train.epochs"):
+        with pytest.raises(ValueError, match=f"'{key}' differs per experiment: set main.{key} or class_bias.{key}"):
+            get_profile("quick", {key: 1})
+    q = get_profile("quick", {"main.teacher_train.epochs": 3})
+    assert q.main.teacher_train.epochs == 3 and q.class_bias.teacher_train.epochs == 20  # its own recipe
+
+
+def test_analysis_tuples_take_a_single_name_and_need_color():
+    assert get_profile("quick", {"analysis.attributes": "color"}).analysis.attributes == ("color",)
+    with pytest.raises(ValueError, match="analysis.twin_attributes must include 'color'"):
+        get_profile("quick", {"analysis.twin_attributes": ["texture"]})
+
+
+def test_run_name_follows_the_resolved_profile():
+    assert get_profile("quick").run_name == "quick"
+    assert get_profile("quick", {"seeds": [0, 1, 2]}).run_name == "quick"  # no change: the default run
+    a = get_profile("quick", {"seeds": [0, 1, 2, 3, 4]})
+    b = get_profile("quick", {"main.seeds": [0, 1, 2, 3, 4], "class_bias.seeds": [0, 1, 2, 3, 4]})
+    assert a.run_name == b.run_name == f"quick+{a.key[:8]}"
+
+
 def test_unknown_profile():
     with pytest.raises(ValueError, match="unknown profile 'huge'; known: quick, paper"):
         get_profile("huge")

@@ -97,11 +97,11 @@ def test_paired_teacher_predictions_and_tidy_table(tmp_path, data_dir):
     assert table["T"].isna().sum() == 5 and (table.loc[table.role == "ds", "T"] == 2.0).all()
     assert list(table.loc[table.role == "ds", "teacher_seed"]) == [0, 1, 0]
     assert {"accuracy", "dpd_color", "eod_color", "lipschitz_texture", "flip_rate_texture"} <= set(table.columns)
-    y, colour = result.dataset.test.labels, result.dataset.test.attributes["color"]
+    y, color = result.dataset.test.labels, result.dataset.test.attributes["color"]
     nds = result.predictions(NDS)
     assert np.allclose(table.loc[table.role == "nds", "accuracy"], 100 * (nds == y).mean(1), rtol=0, atol=1e-12)
-    with pytest.warns(UndefinedRateWarning):  # tiny data: some (shape, colour) cells have no test images
-        eod = [multiclass_fairness(y, p, sensitive_features=colour, metric="eod") for p in nds]
+    with pytest.warns(UndefinedRateWarning):  # tiny data: some (shape, color) cells have no test images
+        eod = [multiclass_fairness(y, p, sensitive_features=color, metric="eod") for p in nds]
     assert np.allclose(table.loc[table.role == "nds", "eod_color"], 100 * np.array(eod), rtol=0, atol=1e-12)
     twins = result.predictions(NDS, split="test_cf_texture")
     assert np.allclose(table.loc[table.role == "nds", "flip_rate_texture"], 100 * (nds != twins).mean(1))

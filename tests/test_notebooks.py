@@ -20,7 +20,8 @@ NOTEBOOKS = runner.series_notebooks()
 PACKAGE = Path(runner.__file__).resolve().parent
 
 # The series on tiny data: the whole notebook path in about a minute.
-TINY = {**TINY_OVERRIDES, "teacher": "resnet20", "teacher_train.epochs": 2, "student_train.epochs": 2}
+TINY = {**TINY_OVERRIDES, "teacher": "resnet20", "main.teacher_train.epochs": 2, "class_bias.teacher_train.epochs": 2,
+        "student_train.epochs": 2}
 
 
 def code_cells(path: Path) -> list[str]:
@@ -139,7 +140,7 @@ def test_recorded_values(tiny_series):
 
     main, hard = r.class_bias(experiment="main"), r.class_bias(experiment="class_bias")
     assert isinstance(hard, ClassBiasSummary) and hard.n_classes == 100 and main.n_classes == 10
-    assert [x.temperature for x in main.by_temperature] == [2.0, 4.0]  # the main grid's T within 2..10
+    assert [x.temperature for x in main.by_temperature] == [1.0, 2.0, 4.0, 20.0]  # every T of the main grid
     assert [x.temperature for x in hard.by_temperature] == [2.0, 4.0, 8.0]
     assert all(x.sc.bh <= x.sc.raw <= x.sc.tested <= 100 for x in hard.by_temperature)
     assert 0 < hard.chance.p_value_raw <= 1 and hard.chance.n_splits == 20

@@ -7,7 +7,7 @@ import warnings
 import pytest
 from scipy import stats as sps
 
-from kdfair_utils import report
+from kdfair_utils import group_fairness, individual_fairness, report
 from kdfair_utils.class_bias import class_bias_summary
 from kdfair_utils.datasets import dataset_summary
 from kdfair_utils.paper import CLAIMS
@@ -29,9 +29,8 @@ def recorded(tiny_lesson):
                               class_bias_summary(nb.grid("class_bias"), experiment="class_bias",
                                                  significance=a.significance, normalization=a.normalization,
                                                  null_splits=a.null_splits)],
-            "04_group_fairness": [summarize(table, m, attr) for attr in a.attributes for m in ("dpd", "eod")],
-            "05_individual_fairness": [summarize(table, m, attr) for attr in a.twin_attributes
-                                       for m in ("lipschitz", "flip_rate")],
+            "04_group_fairness": group_fairness.summaries(table, a.attributes),
+            "05_individual_fairness": individual_fairness.summaries(table, a.twin_attributes),
         }
     for name, recs in records.items():
         nb.notebook = name
@@ -79,6 +78,23 @@ def test_claim_values_equal_hand_computations(recorded):
     assert v["individual_order"].held == ("yes" if order[0] < order[1] < order[2] else "no")
 
 
+def test_undefined_values_give_n_a_never_no():
+    from kdfair_utils.results import MetricSummary, PopulationValues, Results
+
+    nan = float("nan")
+    pops = (PopulationValues(Population.teacher(), (0, 1), (3.0, 3.5)), PopulationValues(Population.nds(), (0, 1), (9.0, nan)),
+            *(PopulationValues(Population.ds(t), (0, 1), (5.0 - t / 10, nan if t == 4 else 4.0)) for t in (1, 2, 4, 10)))
+    eod = MetricSummary("main", "shape", "test", "eod", "color", "", pops)
+    results = Results({"04_group_fairness": [eod]}, "quick", "k", {"04_group_fairness": 0.0})
+    v = {x.claim: x for x in report.evaluate_claims(results)}
+    assert v["eod_falls"].held == "n/a" and v["ds_fairer_than_nds"].held == "n/a"
+    assert v["very_high_t_reverses"].held == "n/a"  # no T in 20..40 recorded
+    assert "undefined" in v["ds_fairer_than_nds"].kdfair
+    assert report.less_verdict([1.0, nan], [2.0, 3.0]) == ("n/a", None)
+    assert report.trend_verdict(float("nan"), -1) == "n/a"
+    assert eod.frame()["mean"].isna().sum() == 2  # displayed as undefined, not averaged away
+
+
 def test_verdict_rules():
     assert report.trend_verdict(-0.8, -1) == "yes" and report.trend_verdict(-0.2, -1) == "weakly"
     assert report.trend_verdict(0.3, -1) == "no" and report.trend_verdict(None, -1) == "n/a"
@@ -97,6 +113,9 @@ def test_report_readme_and_the_once_computed_verdicts(recorded, tmp_path):
     path = nb.out_dir / "results" / "06_explore.json"
     again, source = report.verdicts_of(load_results(nb.out_dir))
     assert again == verdicts and source == "recorded by 06_explore"
+    changed = load_results(nb.out_dir)
+    changed.by_notebook["06_explore"] = changed.by_notebook["06_explore"][1:]  # a claim added since the run
+    assert report.verdicts_of(changed)[1] == "evaluated from the recorded summaries"
     stale = nb.out_dir / "results" / "02_knowledge_distillation.json"
     os.utime(stale, (path.stat().st_mtime + 10, path.stat().st_mtime + 10))  # 02 re-run after 06
     assert report.verdicts_of(load_results(nb.out_dir))[1] == "evaluated from the recorded summaries"
@@ -104,10 +123,10 @@ def test_report_readme_and_the_once_computed_verdicts(recorded, tmp_path):
     text = report.write_report(nb.out_dir).read_text()
     assert "| claim | paper | kdfair | held |" in text and CLAIMS[0].paper in text
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\nafter\n")
+    readme.write_text(f"intro\n{report.README_BEGIN}\nSTALE BLOCK\n{report.README_END}\nafter\n")
     report.update_readme(readme, nb.out_dir)
     body = readme.read_text()
-    assert body.startswith("intro\n") and body.endswith("\nafter\n") and "old" not in body
+    assert body.startswith("intro\n") and body.endswith("\nafter\n") and "STALE BLOCK" not in body
     assert CLAIMS[1].paper in body and "date not recorded" in body
     other = tmp_path / "other.md"
     other.write_text("no markers")

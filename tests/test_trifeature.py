@@ -26,7 +26,7 @@ def test_factors_are_balanced():
     assert np.array_equal(np.bincount(combos, minlength=1000), np.full(1000, 3))
 
 
-def test_colour_is_the_palette_and_background_grey():
+def test_color_is_the_palette_and_background_grey():
     spec = small_spec(supersample=1)
     p = tf.sample_params(spec)
     img = tf.render(p, spec).astype(float) / 255
