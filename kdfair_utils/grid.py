@@ -277,6 +277,8 @@ class GridResult:
                                  f"splits: {', '.join(data.eval_splits())}")
         y = evaluated.labels
         x = evaluated.images / 255.0
+        # the twins in [0, 1], scaled once rather than once per population
+        x_twins = {a: data.eval_splits()[name].images / 255.0 for a, name in twin_splits.items()}
         blocks = []
         for pop in self.populations():
             specs = self.models(pop)
@@ -298,8 +300,7 @@ class GridResult:
             for a, name in twin_splits.items():
                 twin_logits = self.logits(pop, name)
                 cols[metric_column("lipschitz", a)] = np.atleast_1d(lipschitz_ratio(
-                    probs, softmax(twin_logits), x, data.eval_splits()[name].images / 255.0,
-                    output=output_distance, input=input_distance))
+                    probs, softmax(twin_logits), x, x_twins[a], output=output_distance, input=input_distance))
                 cols[metric_column("flip_rate", a)] = 100 * np.atleast_1d(flip_rate(preds, twin_logits.argmax(-1)))
             blocks.append(pd.DataFrame(cols))
         table = pd.concat(blocks, ignore_index=True)
