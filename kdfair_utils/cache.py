@@ -1,15 +1,30 @@
-"""Content-addressed, atomic on-disk caching: keys are hashes of the full config."""
+"""Content-addressed, atomic, self-checking on-disk caching: keys are hashes of the full config.
+
+* Files are written to a temporary file beside their target and renamed into place, so a crash
+  leaves the old file or none; they get the permissions the umask gives (not mkstemp's 0600),
+  so a group can share a cache.
+* :func:`file_record` / :func:`check_file` store and verify a file's sha256 and size;
+  :func:`seal` / :func:`unseal` protect a JSON record with a checksum of its own content.
+* :func:`file_lock` is an advisory lock (``flock``) that the operating system releases when its
+  holder dies, so a killed run never leaves a stale lock; :func:`remove_stale_tmp` removes
+  temporary files a killed writer left, and must be called only while holding the lock of the
+  folder's writers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+TMP_GLOB = ".*.tmp"
 
 
 def config_key(config: Any, length: int = 16) -> str:
@@ -29,6 +44,7 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,9 +71,109 @@ def save_npz(path: Path | str, **arrays: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def load_npz(path: Path | str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
+def load_npz(path: Path | str | bytes) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` file (or of its bytes); never unpickles objects."""
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    with np.load(source, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def sha256_bytes(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_record(path: Path | str) -> dict[str, Any]:
+    """``{"sha256": ..., "bytes": ...}`` of a file, for :func:`check_file`."""
+    blob = Path(path).read_bytes()
+    return {"sha256": sha256_bytes(blob), "bytes": len(blob)}
+
+
+def check_file(path: Path | str, record: dict[str, Any]) -> bytes:
+    """The file's bytes if they match ``record`` (:func:`file_record`); otherwise ``ValueError``
+    saying whether the file is missing, truncated or extended, or altered."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    blob = path.read_bytes()
+    if len(blob) != record.get("bytes"):
+        raise ValueError(f"{path.name} has {len(blob)} bytes, {record.get('bytes')} were written "
+                         "(truncated or replaced)")
+    if sha256_bytes(blob) != record.get("sha256"):
+        raise ValueError(f"{path.name} does not match its sha256 (corrupted or replaced)")
+    return blob
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` plus ``"checksum"``: the sha256 of its canonical JSON, checked by :func:`unseal`."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return {**body, "checksum": config_key(_plain(body), length=64)}
+
+
+def unseal(record: Any) -> dict[str, Any]:
+    """The record without its checksum; ``ValueError`` if the checksum is absent or wrong."""
+    if not isinstance(record, dict) or "checksum" not in record:
+        raise ValueError("has no checksum (written by an older kdfair, or not by kdfair)")
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    if config_key(body, length=64) != record["checksum"]:
+        raise ValueError("does not match its checksum (edited or corrupted)")
+    return body
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round trip, so a checksum is taken over exactly what is written."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing); yields whether it was
+    acquired (always True when ``blocking``). Released on exit, or by the OS if the process dies.
+
+    On systems without ``fcntl`` (Windows) it yields True without locking: one runner per cache.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_tmp(folder: Path | str) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder``; returns them. Call it only
+    while holding the lock that the folder's writers hold."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(TMP_GLOB)) if folder.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and restore it at once
+    os.umask(mask)
+    return mask
 
 
 def _json_default(obj: Any) -> Any:

@@ -55,8 +55,9 @@ def _overrides(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             key = prefix + name
-            if key in overrides:
-                raise ValueError(f"{key!r} is given twice (--{name} and --set {key}=...)")
+            for given in {key, name}:  # `--seeds` with `--set seeds=` or `--set main.seeds=`: one must go
+                if given in overrides:
+                    raise ValueError(f"{given!r} is given twice (--{name} and --set {given}=...)")
             overrides[key] = value
     return overrides
 
@@ -139,9 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
-        parser.exit(2, f"kdfair: error: {exc}\n")
+    except ValueError as exc:  # a bad argument: named, one line, before anything was written
+        parser.exit(2, f"kdfair: error: {_one_line(exc)}\n")
+    except (OSError, RuntimeError) as exc:  # a file, permission or notebook failure: one line too
+        parser.exit(1, f"kdfair: error: {type(exc).__name__}: {_one_line(exc)}\n")
     return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ CelebA and HateXplain are planned to join through the same interface.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from . import trifeature as tf
-from .cache import config_key, load_npz, save_npz
+from .cache import config_key, file_lock, load_npz, remove_stale_tmp, save_npz
+from .checks import check_choice, check_dir_path, check_mapping, check_writable_dir
 from .paths import default_data_dir
 from .results import DatasetSummary
 
@@ -80,26 +83,45 @@ class Dataset:
 
 DATASETS = ("trifeature", "cifar10", "cifar100", "svhn")
 TRIFEATURE_LABELS = ("shape", "texture", "color", "shape_color", "shape_texture")
+# Protected attributes each dataset carries, and those with counterfactual twins (known before loading).
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": tuple(tf.ATTRIBUTES), "cifar10": (),
+                                          "cifar100": ("superclass",), "svhn": ()}
+TWIN_ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": ("color", "texture")}
 
 
 def dataset_config(name: str = "trifeature", label: str | None = None, **options: Any) -> dict[str, Any]:
     """The config that identifies a dataset (part of every model's cache key), without loading it."""
+    check_choice(name, "dataset", DATASETS)
     if name == "trifeature":
-        known = set(tf.TrifeatureSpec.__dataclass_fields__)
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"unknown Trifeature option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return {"name": "trifeature", "label": label or "shape", **tf.TrifeatureSpec(**options).to_dict()}
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        if label is not None:
+            check_choice(label, "label", TRIFEATURE_LABELS)
+        return {"name": "trifeature", "label": label or "shape", **trifeature_spec(options).to_dict()}
+    if label not in (None, "class"):
+        raise ValueError(f"label {label!r}: {name} has one label, 'class'")
+    if options:
+        raise ValueError(f"data_options: dataset {name!r} takes no options, got {sorted(options)}")
     return {"name": name, "label": "class"}
+
+
+def trifeature_spec(options: Any) -> tf.TrifeatureSpec:
+    """The validated :class:`~kdfair_utils.trifeature.TrifeatureSpec` of ``data_options``."""
+    check_mapping(options, "data_options")
+    known = tf.TrifeatureSpec.__dataclass_fields__
+    for key in options:
+        if key not in known:
+            raise ValueError(f"unknown option data_options.{key} for trifeature; known: "
+                             f"{', '.join('data_options.' + k for k in known)}")
+    spec = tf.TrifeatureSpec(**options)
+    spec.validate(prefix="data_options.")
+    return spec
 
 
 def load_dataset(name: str = "trifeature", label: str | None = None, *, data_dir: str | Path | None = None,
                  download: bool = False, **options: Any) -> Dataset:
     """Load a dataset by name. ``options`` are dataset-specific (Trifeature: the fields of
     :class:`~kdfair_utils.trifeature.TrifeatureSpec`). Raises ``ValueError`` on unknown names."""
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir")
+    dataset_config(name, label, **options)  # every argument checked before anything is read or written
     if name == "trifeature":
         return load_trifeature(label or "shape", data_dir=data_dir, **options)
     if options:
@@ -127,27 +149,81 @@ def dataset_summary(data: Dataset, attributes: tuple[str, ...] | list[str] = ())
 
 
 # ----------------------------------------------------------------------------- Trifeature
+def dataset_sha256(data: Dataset) -> str:
+    """sha256 over every array of every split (images, labels, attributes) and the class names:
+    what a cached model records as the data it was trained on."""
+    h = hashlib.sha256(json.dumps({"config": data.config, "classes": data.class_names}, sort_keys=True,
+                                  default=str).encode())
+    for name, split in {"train": data.train, **data.eval_splits()}.items():
+        arrays = {"images": split.images, "labels": split.labels,
+                  **{f"attr_{k}": v for k, v in split.attributes.items()}}
+        for key in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[key])
+            h.update(f"{name}/{key}:{arr.dtype.str}:{arr.shape}".encode())
+            h.update(arr.data)
+    return h.hexdigest()
+
+
+TRIFEATURE_ARRAYS = ("images", "train_idx", "test_idx", "factor_shape", "factor_color", "factor_texture",
+                     "cf_color_images", "cf_color_values", "cf_texture_images", "cf_texture_values")
+
+
 def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.ndarray]:
-    """Generated images, factors and counterfactual twins, cached in ``data_dir`` by spec."""
+    """Generated images, factors and counterfactual twins, cached in ``data_dir`` by spec.
+
+    The cache file embeds its spec; a file that cannot be read, lacks an array, or holds
+    another spec's data (a replaced file) is regenerated, with a message naming it.
+    Generation holds a lock, so concurrent runners generate a file once.
+    """
     spec.validate()
     path = data_dir / "trifeature" / f"trifeature-{config_key(spec.to_dict())}.npz"
-    if path.exists():
-        return load_npz(path)
-    params = tf.sample_params(spec)
-    train_idx, test_idx = tf.split_indices(len(params["shape"]), spec.test_fraction, spec.seed)
-    test_params = {k: v[test_idx] for k, v in params.items()}
-    arrays = {
-        "images": tf.render(params, spec),
-        "train_idx": train_idx,
-        "test_idx": test_idx,
-        **{f"factor_{k}": params[k] for k in tf.ATTRIBUTES},
-    }
-    for attr in ("color", "texture"):
-        twin = tf.counterfactual_params(test_params, attr, spec.seed)
-        arrays[f"cf_{attr}_images"] = tf.render(twin, spec)
-        arrays[f"cf_{attr}_values"] = twin[attr]
-    save_npz(path, **arrays)
+    arrays, problem = _read_trifeature(path, spec)
+    if arrays is not None:
+        return arrays
+    check_writable_dir(data_dir, "data_dir")
+    with file_lock(path.parent / ".locks" / f"{path.name}.lock"):
+        arrays, problem = _read_trifeature(path, spec)  # another runner may have written it meanwhile
+        if arrays is not None:
+            return arrays
+        if problem:
+            print(f"regenerating the Trifeature data cache {path}: {problem}")
+        remove_stale_tmp(path.parent)
+        params = tf.sample_params(spec)
+        train_idx, test_idx = tf.split_indices(len(params["shape"]), spec.test_fraction, spec.seed)
+        test_params = {k: v[test_idx] for k, v in params.items()}
+        arrays = {
+            "images": tf.render(params, spec),
+            "train_idx": train_idx,
+            "test_idx": test_idx,
+            **{f"factor_{k}": params[k] for k in tf.ATTRIBUTES},
+        }
+        for attr in ("color", "texture"):
+            twin = tf.counterfactual_params(test_params, attr, spec.seed)
+            arrays[f"cf_{attr}_images"] = tf.render(twin, spec)
+            arrays[f"cf_{attr}_values"] = twin[attr]
+        save_npz(path, spec=_spec_bytes(spec), **arrays)
     return arrays
+
+
+def _spec_bytes(spec: tf.TrifeatureSpec) -> np.ndarray:
+    return np.frombuffer(json.dumps(spec.to_dict(), sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _read_trifeature(path: Path, spec: tf.TrifeatureSpec) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)`` from an intact cache file; ``(None, problem)`` otherwise (no problem: no file)."""
+    if not path.exists():
+        return None, None
+    try:
+        arrays = load_npz(path)
+    except Exception as exc:  # BadZipFile (truncated, bad CRC), ValueError, OSError, EOFError, ...
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    stored = arrays.pop("spec", None)
+    if stored is None or not np.array_equal(stored, _spec_bytes(spec)):
+        return None, "it holds data of another spec"
+    missing = [k for k in TRIFEATURE_ARRAYS if k not in arrays]
+    if missing:
+        return None, f"it lacks {', '.join(missing)}"
+    return arrays, None
 
 
 def _trifeature_labels(label: str, factors: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -201,6 +277,32 @@ _CIFAR = {
 }
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, strings, numbers and numpy arrays, and nothing else: a pickle
+    that names any other global (``os.system``, ``builtins.eval``, ...) is refused before it can
+    run. CIFAR's files need only these."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("copy_reg", "_reconstructor"),
+               ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only arrays and plain data are allowed")
+
+
+def read_cifar_pickle(path: Path) -> Any:
+    """One CIFAR python-pickle file, read with :class:`_ArraysOnlyUnpickler` (no code runs);
+    ``ValueError`` naming the file if it is not such a file."""
+    try:
+        with open(path, "rb") as fh:
+            return _ArraysOnlyUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise ValueError(f"{path}: not a CIFAR data file ({type(exc).__name__}: {exc})") from None
+
+
 def load_cifar(name: str, *, label: str | None = None, data_dir: str | Path | None = None,
                download: bool = False) -> Dataset:
     """CIFAR-10/100 from the python-pickle files (``<data_dir>/cifar-10-batches-py/...``).
@@ -223,8 +325,7 @@ def load_cifar(name: str, *, label: str | None = None, data_dir: str | Path | No
     def read(files: list[str]) -> Split:
         images, labels, coarse = [], [], []
         for fname in files:
-            with open(root / folder / fname, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+            batch = read_cifar_pickle(root / folder / fname)
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[label_key], dtype=np.int64))
             if b"coarse_labels" in batch:
@@ -233,8 +334,7 @@ def load_cifar(name: str, *, label: str | None = None, data_dir: str | Path | No
         return Split(np.concatenate(images), np.concatenate(labels), attrs)
 
     meta_file = "batches.meta" if name == "cifar10" else "meta"
-    with open(root / folder / meta_file, "rb") as fh:
-        meta = pickle.load(fh, encoding="bytes")
+    meta = read_cifar_pickle(root / folder / meta_file)
     key = b"label_names" if name == "cifar10" else b"fine_label_names"
     class_names = tuple(s.decode() for s in meta[key])
     attr_values = {}

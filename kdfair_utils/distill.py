@@ -20,19 +20,46 @@ Conventions (the paper's, where it states them; ours otherwise):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 
+from .checks import check_bool, check_number
+
 
 def check_kd_args(temperature: float, alpha: float) -> None:
-    """``ValueError`` unless T is finite and > 0 and 0 ≤ α ≤ 1."""
-    if isinstance(temperature, bool) or not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    if isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    """``ValueError`` unless T is finite and > 0 and 0 ≤ α ≤ 1 (numbers, not bools)."""
+    check_number(temperature, "temperature", minimum=0, min_inclusive=False)
+    check_number(alpha, "alpha", minimum=0, maximum=1)
+
+
+def check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 targets: torch.Tensor | None = None) -> None:
+    """Shapes and values :func:`kd_loss` needs: student and teacher logits both ``[batch, classes]``
+    floating and finite; targets (if given) integer ``[batch]`` in ``[0, classes)``. An unbatched
+    ``[classes]`` vector is refused: ``batchmean`` would divide its KL by the number of classes."""
+    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or not t.is_floating_point():
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a floating tensor [batch, classes], got {shape}")
+        if t.shape[0] == 0 or t.shape[1] < 2:
+            raise ValueError(f"{name} must have at least one row and two classes, got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contain NaN or inf")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    if targets is not None:
+        n, c = student_logits.shape
+        if (not isinstance(targets, torch.Tensor) or targets.shape != (n,) or targets.is_floating_point()
+                or targets.dtype == torch.bool):
+            shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"targets must be an integer tensor [batch={n}], got {shape}")
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= c:
+            raise ValueError(f"targets must lie in [0, {c}), got values in [{lo}, {hi}] "
+                             "(ignore_index is not supported)")
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -44,6 +71,14 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
                       t2_scaling: bool = True) -> torch.Tensor:
     """[T² ·] KL(softmax(teacher/T) ‖ softmax(student/T)), summed over classes, batch-mean."""
+    check_kd_args(temperature, 0.0)
+    check_bool(t2_scaling, "t2_scaling")
+    check_logits(student_logits, teacher_logits)
+    return _distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
+
+
+def _distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                       t2_scaling: bool) -> torch.Tensor:
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
@@ -54,10 +89,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
             temperature: float, alpha: float, t2_scaling: bool = True) -> torch.Tensor:
     """α·[T²·]KL(p_teacher^T ‖ p_student^T) + (1 − α)·CE(targets, student), batch-mean.
 
-    See the module docstring for every convention.
+    See the module docstring for every convention; :func:`check_logits` for the inputs it accepts
+    (a ``ValueError`` otherwise, never a silent NaN).
     """
     check_kd_args(temperature, alpha)
-    soft = distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
+    check_bool(t2_scaling, "t2_scaling")
+    check_logits(student_logits, teacher_logits, targets)
+    soft = _distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
     hard = F.cross_entropy(student_logits, targets)
     return alpha * soft + (1.0 - alpha) * hard
 
@@ -75,8 +113,7 @@ class KDLoss:
 
     def __post_init__(self) -> None:
         check_kd_args(self.temperature, self.alpha)
-        if not isinstance(self.t2_scaling, bool):
-            raise ValueError(f"t2_scaling must be True or False, got {self.t2_scaling!r}")
+        check_bool(self.t2_scaling, "t2_scaling")
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                  targets: torch.Tensor) -> torch.Tensor:

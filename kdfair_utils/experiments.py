@@ -44,6 +44,7 @@ Trifeature shape with the quick profile:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,8 @@ from .class_bias import NORMALIZATIONS
 from .individual_fairness import INPUT_DISTANCES, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
+from .checks import check_choice
+from .datasets import ATTRIBUTES, TWIN_ATTRIBUTES
 from .stats import check_significance
 from .train import TrainConfig
 
@@ -118,6 +121,13 @@ class Profile:
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         self.analysis.validate()
+        for name, known in (("attributes", ATTRIBUTES), ("twin_attributes", TWIN_ATTRIBUTES)):
+            for experiment in EXPERIMENTS:
+                dataset = self.experiment(experiment).dataset
+                unknown = [a for a in getattr(self.analysis, name) if a not in known.get(dataset, ())]
+                if unknown:
+                    raise ValueError(f"analysis.{name}: {dataset} has no {', '.join(map(repr, unknown))}; it has: "
+                                     f"{', '.join(known.get(dataset, ())) or 'none'}")
         if self.main.dataset == "trifeature":
             for name in _ANALYSIS_TUPLES:
                 if "color" not in getattr(self.analysis, name):
@@ -207,7 +217,8 @@ WINDOWS: dict[str, tuple[float, float] | None] = {"main": None, "class_bias": CL
 def _within_window(experiment: str, temperatures: Any) -> tuple:
     values = tuple(temperatures) if isinstance(temperatures, (list, tuple)) else (temperatures,)
     window = WINDOWS[experiment]
-    kept = tuple(t for t in values if not isinstance(t, (int, float)) or in_window(float(t), window))
+    kept = tuple(t for t in values if isinstance(t, bool) or not isinstance(t, (int, float))
+                 or not math.isfinite(t) or in_window(float(t), window))
     if not kept:
         raise ValueError(f"none of the temperatures {list(values)} lies in the {experiment} window "
                          f"{window[0]:g}..{window[1]:g}; set {experiment}.temperatures as well (or set "
@@ -239,8 +250,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     """A named profile with dotted ``overrides`` applied and validated (``ValueError`` names the bad field)."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    check_choice(name, "profile", tuple(PROFILES))
     profile = PROFILES[name].replace(overrides)
     profile.validate()
     return profile

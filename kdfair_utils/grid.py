@@ -2,10 +2,19 @@
 
 Every model is cached on its own under ``<runs_dir>/models/<role>-<key>/``, where ``key`` hashes
 everything that determines it (data config, architecture, recipe, seed; for a DS also its
-teacher's key, T, α and the T² flag). So a grid that is called again loads; an interrupted grid
-resumes; widening the temperature list trains only the new students; deleting one model's
-folder retrains only that model. Files are written atomically and ``meta.json`` last, so a
-folder without it is incomplete and is retrained. The device is not part of the key.
+teacher's key, T, α and the T² flag) and the numerics that change its floats on one machine
+(:func:`~kdfair_utils.train.numerics`: CPU thread count, or the device type). So a grid that is
+called again loads; an interrupted grid resumes; widening the temperature list trains only the
+new students; deleting one model's folder retrains only that model.
+
+The cache checks itself. ``meta.json`` is written last and sealed with a checksum; it records
+the sha256 and size of every file of the folder, the logits' shapes and the sha256 of the data
+the model was trained on. :func:`run_grid` verifies every folder before using it, and retrains
+(saying which and why) a folder whose files are missing, truncated, altered, swapped with
+another model's, or trained on other data; where the runs folder is read-only it stops with an
+error naming the file instead. Any number of runners may share one cache: each model is
+claimed with a lock (released by the OS if its holder dies) and re-verified just before
+training, so it is trained once. Weights are read with ``weights_only=True``.
 
 Teacher pairing (the paper does not say): with ``"same_seed"`` the i-th student seed (its
 position in ``seeds``) distils from ``teacher_seeds[i mod len(teacher_seeds)]`` — so with seeds
@@ -19,6 +28,7 @@ The named experiments of each profile (the main grid, the 100-class class-bias g
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +36,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .cache import atomic_write, config_key, load_json, load_npz, save_json, save_npz
+from .cache import (atomic_write, check_file, config_key, file_lock, file_record, load_json, load_npz,
+                    remove_stale_tmp, save_json, save_npz, seal, unseal)
 from .class_bias import per_class_accuracy
-from .datasets import DATASETS, TRIFEATURE_LABELS, Dataset, dataset_config, load_dataset
-from .distill import KDLoss, check_kd_args
-from .models import check_image_size, check_model_name
+from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_mapping,
+                     check_number, check_seeds, check_sequence, is_writable_dir)
+from .datasets import Dataset, dataset_config, dataset_sha256, load_dataset
+from .distill import KDLoss
+from .models import MODELS, check_image_size
 from .paths import default_runs_dir
 from .results import Population
-from .train import TrainConfig
+from .train import TrainConfig, numerics
 
 PAIRINGS = ("same_seed", "first")
 
@@ -59,34 +72,31 @@ class GridConfig:
     teacher_pairing: str = "same_seed"
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field before anything is trained or written."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
-        if self.dataset == "trifeature" and self.label not in TRIFEATURE_LABELS:
-            raise ValueError(f"unknown label {self.label!r} for trifeature; known: {', '.join(TRIFEATURE_LABELS)}")
-        check_model_name(self.teacher)
-        check_model_name(self.student)
-        size = int(self.data_options.get("image_size", 32))
+        """Raise ``ValueError`` naming the bad field before anything is trained or written:
+        types and values of every field, recipe and data option; integer, distinct seeds; finite,
+        positive temperatures that stay distinct when printed (``T=2`` and ``T=2.0000001`` would
+        share a population label)."""
+        dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
+        check_choice(self.teacher, "teacher", MODELS)
+        check_choice(self.student, "student", MODELS)
+        size = self.data_options.get("image_size", 32) if self.dataset == "trifeature" else 32
         check_image_size(self.teacher, size)
         check_image_size(self.student, size)
-        self.teacher_train.validate()
-        self.student_train.validate()
-        for name in ("teacher_seeds", "seeds", "temperatures"):
-            if len(getattr(self, name)) == 0:
-                raise ValueError(f"{name} must not be empty")
-        for name in ("teacher_seeds", "seeds"):
-            values = getattr(self, name)
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                raise ValueError(f"{name} must be integers, got {values}")
-        for name in ("teacher_seeds", "seeds", "temperatures"):
-            values = getattr(self, name)
-            if len({float(v) for v in values}) != len(values):
-                raise ValueError(f"{name} has duplicates: {values}")
-        for t in self.temperatures:
-            check_kd_args(t, self.alpha)
-        check_kd_args(1.0, self.alpha)
-        if self.teacher_pairing not in PAIRINGS:
-            raise ValueError(f"unknown teacher_pairing {self.teacher_pairing!r}; known: {', '.join(PAIRINGS)}")
+        for name in ("teacher_train", "student_train"):
+            recipe = getattr(self, name)
+            if not isinstance(recipe, TrainConfig):
+                raise ValueError(f"{name} must be a TrainConfig (or a dict of its fields), got {recipe!r}")
+            recipe.validate(prefix=f"{name}.")
+        check_seeds(self.teacher_seeds, "teacher_seeds")
+        check_seeds(self.seeds, "seeds")
+        temperatures = check_sequence(self.temperatures, "temperatures")
+        for i, t in enumerate(temperatures):
+            check_number(t, f"temperatures[{i}]", minimum=0, min_inclusive=False)
+        check_distinct([float(t) for t in temperatures], "temperatures")
+        check_distinct(temperatures, "temperatures", label=lambda t: Population.ds(float(t)).name)
+        check_number(self.alpha, "alpha", minimum=0, maximum=1)
+        check_bool(self.t2_scaling, "t2_scaling")
+        check_choice(self.teacher_pairing, "teacher_pairing", PAIRINGS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,17 +109,15 @@ class GridConfig:
             head, _, sub = key.partition(".")
             if head not in self.__dataclass_fields__:
                 raise ValueError(f"unknown grid field {head!r}; known: {', '.join(self.__dataclass_fields__)}")
-            if sub and head in ("teacher_train", "student_train"):
+            if head in ("teacher_train", "student_train") and (sub or isinstance(value, dict)):
                 recipe = direct.get(head, getattr(self, head))
-                if sub not in recipe.__dataclass_fields__:
-                    raise ValueError(f"unknown {head} field {sub!r}; known: {', '.join(recipe.__dataclass_fields__)}")
-                direct[head] = dataclasses.replace(recipe, **{sub: value})
+                direct[head] = recipe.replace({sub: value} if sub else value, prefix=f"{head}.")
             elif sub and head == "data_options":
-                direct[head] = {**direct.get(head, self.data_options), sub: value}
+                direct[head] = {**check_mapping(direct.get(head, self.data_options), "data_options"), sub: value}
             elif sub:
                 raise ValueError(f"grid field {head!r} has no sub-fields")
             else:
-                if head in ("teacher_seeds", "seeds", "temperatures"):
+                if head in ("teacher_seeds", "seeds", "temperatures"):  # one value: a one-element list
                     value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
                 direct[head] = value
         return dataclasses.replace(self, **direct)
@@ -148,25 +156,28 @@ class ModelSpec:
         return f"{self.population.name} seed {self.seed}"
 
 
-def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None) -> list[ModelSpec]:
+def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None, *,
+                device: str = "auto") -> list[ModelSpec]:
     """Teachers first (DS need them), then NDS, then DS by temperature and seed.
 
-    ``data_config`` defaults to :func:`~kdfair_utils.datasets.dataset_config` of the grid's data.
+    ``data_config`` defaults to :func:`~kdfair_utils.datasets.dataset_config` of the grid's data;
+    ``device`` decides the :func:`~kdfair_utils.train.numerics` part of the keys.
     """
     data_config = data_config if data_config is not None else dataset_config(cfg.dataset, cfg.label, **cfg.data_options)
+    common = {"data": data_config, "numerics": numerics(device)}
     teachers = [ModelSpec("teacher", cfg.teacher, seed, None,
-                          config_key({"role": "teacher", "arch": cfg.teacher, "data": data_config,
+                          config_key({"role": "teacher", "arch": cfg.teacher, **common,
                                       "train": cfg.teacher_train.to_dict(), "seed": seed}))
                 for seed in cfg.teacher_seeds]
     specs = list(teachers)
     for seed in cfg.seeds:
-        key = config_key({"role": "nds", "arch": cfg.student, "data": data_config,
+        key = config_key({"role": "nds", "arch": cfg.student, **common,
                           "train": cfg.student_train.to_dict(), "seed": seed})
         specs.append(ModelSpec("nds", cfg.student, seed, None, key))
     for t in cfg.temperatures:
         for i, seed in enumerate(cfg.seeds):
             teacher = teachers[paired_teacher(cfg, i)]
-            key = config_key({"role": "ds", "arch": cfg.student, "data": data_config,
+            key = config_key({"role": "ds", "arch": cfg.student, **common,
                               "train": cfg.student_train.to_dict(), "seed": seed, "teacher": teacher.key,
                               "T": float(t), "alpha": float(cfg.alpha), "t2": cfg.t2_scaling})
             specs.append(ModelSpec("ds", cfg.student, seed, float(t), key, teacher.key, teacher.seed))
@@ -178,7 +189,9 @@ def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None) -> l
 class GridResult:
     """Cached logits of every model of a grid; populations are selected by :class:`Population`.
 
-    ``trained`` and ``loaded`` say which models this call trained and which it found cached.
+    ``trained`` and ``loaded`` say which models this call trained and which it found cached;
+    ``repaired`` maps the key of each model retrained because its cached folder failed
+    verification to the reason.
     """
 
     config: GridConfig
@@ -188,13 +201,20 @@ class GridResult:
     meta: dict[str, dict[str, Any]]
     trained: list[ModelSpec] = field(default_factory=list)
     loaded: list[ModelSpec] = field(default_factory=list)
+    repaired: dict[str, str] = field(default_factory=dict)
     _logits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _tables: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def _model_logits(self, spec: ModelSpec) -> dict[str, np.ndarray]:
-        """All eval splits' logits of one model, read from disk once."""
+        """All eval splits' logits of one model, read from disk once and checked against the
+        sha256 its ``meta.json`` records (``ValueError`` naming the file if it changed since)."""
         if spec.key not in self._logits:
-            self._logits[spec.key] = load_npz(self.runs_dir / "models" / spec.dirname / "logits.npz")
+            path = self.runs_dir / "models" / spec.dirname / "logits.npz"
+            try:
+                blob = check_file(path, self.meta[spec.key]["files"]["logits.npz"])
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
+            self._logits[spec.key] = load_npz(blob)
         return self._logits[spec.key]
 
     def populations(self) -> list[Population]:
@@ -317,13 +337,55 @@ class GridResult:
         return table
 
 
-def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, folder: Path, device: str, progress: bool,
-               teacher_folder: Path | None) -> dict[str, Any]:
+META_FORMAT = 2  # meta.json with file records, data sha256 and a checksum
+
+
+def _expected_shapes(data: Dataset) -> dict[str, list[int]]:
+    return {name: [len(split), data.num_classes] for name, split in data.eval_splits().items()}
+
+
+def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str) -> tuple[dict | None, str | None]:
+    """``(meta, None)`` for a complete, intact model folder; ``(None, reason)`` otherwise
+    (``reason`` is None when the folder was simply never finished)."""
+    path = folder / "meta.json"
+    if not path.exists():
+        return None, None
+    try:
+        record = load_json(path)
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"meta.json is unreadable ({exc})"
+    try:
+        meta = unseal(record)
+    except ValueError as exc:
+        return None, f"meta.json {exc}"
+    if meta.get("format") != META_FORMAT:
+        return None, "meta.json has an old format"
+    if meta.get("spec") != dataclasses.asdict(spec):
+        return None, "meta.json describes another model"
+    if meta.get("data_sha256") != data_sha256:
+        return None, "it was trained on other data (the data cache changed)"
+    if meta.get("shapes") != _expected_shapes(data):
+        return None, f"its logits have shapes {meta.get('shapes')}, the data needs {_expected_shapes(data)}"
+    files = meta.get("files")
+    required = {"model.pt", "logits.npz"} | ({"train_logits.npz"} if spec.role == "teacher" else set())
+    if not isinstance(files, dict) or set(files) != required:
+        return None, "meta.json lists other files than a model has"
+    for name, record in files.items():
+        try:
+            check_file(folder / name, record)
+        except (ValueError, OSError) as exc:
+            return None, str(exc)
+    return meta, None
+
+
+def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str, folder: Path, device: str,
+               progress: bool, teacher_folder: Path | None) -> dict[str, Any]:
     import torch
 
-    from .models import build_model
+    from .models import build_model, load_state_dict
     from .train import predict_logits, seed_everything, train_model, with_normalization
 
+    (folder / "meta.json").unlink(missing_ok=True)  # incomplete until the new meta.json is written
     size = data.image_shape[1]
     seed_everything(spec.seed)  # the initial weights depend on the seed alone, not on what ran before
     net = build_model(spec.arch, data.num_classes, in_channels=data.image_shape[0], image_size=size)
@@ -332,13 +394,16 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, folder: Path, de
     kwargs: dict[str, Any] = {}
     if spec.role == "ds":
         assert teacher_folder is not None and spec.temperature is not None
+        teacher_files = unseal(load_json(teacher_folder / "meta.json"))["files"]
         kwargs["kd"] = KDLoss(spec.temperature, cfg.alpha, cfg.t2_scaling)
         if recipe.augment == "none":
-            kwargs["teacher_logits"] = load_npz(teacher_folder / "train_logits.npz")["train"]
+            blob = check_file(teacher_folder / "train_logits.npz", teacher_files["train_logits.npz"])
+            kwargs["teacher_logits"] = load_npz(blob)["train"]
         else:
+            check_file(teacher_folder / "model.pt", teacher_files["model.pt"])
             teacher = with_normalization(build_model(cfg.teacher, data.num_classes, in_channels=data.image_shape[0],
                                                      image_size=size), data.train.images)
-            teacher.load_state_dict(torch.load(teacher_folder / "model.pt", map_location="cpu", weights_only=True))
+            teacher.load_state_dict(load_state_dict(teacher_folder / "model.pt"))
             kwargs["teacher"] = teacher
     start = time.perf_counter()
     history = train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
@@ -350,53 +415,127 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, folder: Path, de
     if spec.role == "teacher":
         save_npz(folder / "train_logits.npz", train=predict_logits(model, data.train.images, device=device))
     save_npz(folder / "logits.npz", **logits)
+    files = {f.name: file_record(f) for f in sorted(folder.iterdir())
+             if f.name in ("model.pt", "logits.npz", "train_logits.npz")}
     class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
-    meta = {"spec": dataclasses.asdict(spec), "train_seconds": seconds, "loss": history["loss"],
-            "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(),
-            "device": str(device), "recipe": recipe.to_dict()}
-    save_json(folder / "meta.json", meta)
+    meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "data_sha256": data_sha256, "files": files,
+            "shapes": {name: list(v.shape) for name, v in logits.items()}, "environment": environment(device),
+            "train_seconds": seconds, "loss": history["loss"], "test_accuracy": float(overall[0]),
+            "test_class_accuracy": class_acc[0].tolist(), "device": str(device), "recipe": recipe.to_dict()}
+    save_json(folder / "meta.json", seal(meta))
     return meta
+
+
+def environment(device: str) -> dict[str, Any]:
+    """What a cached model records about where it was trained (beyond its keyed numerics)."""
+    import platform
+
+    import torch
+
+    env = {"torch": torch.__version__, "machine": platform.machine()}
+    if str(device).startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
              device: str = "auto", progress: bool = True) -> GridResult:
     """Train (or load) every model of the grid; returns a :class:`GridResult`.
 
-    Only models whose folder lacks ``meta.json`` are trained; ``result.trained`` and
-    ``result.loaded`` list which, and with ``progress`` a line says so (``grid shape: 49 models
-    — loaded 45 from runs/models, trained 4``). Validation happens first, so a bad config raises
-    ``ValueError`` before anything is trained or written.
+    Every argument is checked first (``ValueError`` naming it, before anything is generated,
+    trained or written). Cached folders are verified (see the module docstring); only models
+    without an intact folder are trained, each by exactly one of any number of concurrent
+    runners. ``result.trained`` and ``result.loaded`` list which, and with ``progress`` a line
+    says so (``grid shape: 49 models — loaded 45 from runs/models, trained 4``).
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(cfg, GridConfig):
+        raise ValueError(f"cfg must be a GridConfig, got {type(cfg).__name__}")
     cfg.validate()
-    runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    dev = str(check_device(device))
+    runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir")
+    models_dir = runs / "models"
+    specs = model_specs(cfg, device=dev)
+    writable = is_writable_dir(models_dir)  # a read-only cache can still be read, if it is complete
+    missing = [s for s in specs if not (models_dir / s.dirname / "meta.json").exists()]
+    if missing and not writable:
+        raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(missing)} model(s) are not cached "
+                         f"there (e.g. {missing[0].dirname})")
     data = load_dataset(cfg.dataset, cfg.label, data_dir=data_dir, **cfg.data_options)
-    specs = model_specs(cfg, data.config)
-    folders = {s.key: runs / "models" / s.dirname for s in specs}
-    todo = [s for s in specs if not (folders[s.key] / "meta.json").exists()]
-    loaded = [s for s in specs if s not in todo]
-    if todo:
-        from .train import resolve_device
-
-        device = str(resolve_device(device))
+    data_sha = dataset_sha256(data)
+    folders = {s.key: models_dir / s.dirname for s in specs}
     meta: dict[str, dict[str, Any]] = {}
-    bar = tqdm(todo, desc=f"grid {cfg.label}: loaded {len(loaded)}, training {len(todo)}",
-               disable=not progress or not todo)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        meta[spec.key] = _train_one(spec, cfg, data, folders[spec.key], device, progress,
-                                    folders.get(spec.teacher_key) if spec.teacher_key else None)
+    loaded: list[ModelSpec] = []
+    pending: list[ModelSpec] = []
+    for spec in specs:  # verify every cached folder first (no lock needed to read)
+        found, reason = verify_model(folders[spec.key], spec, data, data_sha)
+        if found is not None:
+            meta[spec.key] = found
+            loaded.append(spec)
+        else:
+            pending.append(spec)
+            if reason is not None and not writable:
+                raise ValueError(f"{folders[spec.key]}: {reason}, and runs_dir {str(runs)!r} is not writable to "
+                                 "retrain it")
+    if pending and not writable:
+        raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(pending)} model(s) need training")
+    trained: list[ModelSpec] = []
+    repaired: dict[str, str] = {}
+    bar = tqdm(total=len(pending), desc=f"grid {cfg.label}: loaded {len(loaded)}, training {len(pending)}",
+               disable=not progress or not pending)
+
+    def claim(spec: ModelSpec, blocking: bool) -> bool:
+        """Under the model's lock: re-verify (another runner may have finished it), else train."""
+        with file_lock(runs / ".locks" / f"{spec.dirname}.lock", blocking=blocking) as got:
+            if not got:
+                return False
+            folder = folders[spec.key]
+            found, reason = verify_model(folder, spec, data, data_sha)
+            if found is not None:
+                loaded.append(spec)
+            else:
+                if reason is not None:
+                    repaired[spec.key] = reason
+                    tqdm.write(f"retraining {spec.name} ({folder.name}): {reason}")
+                remove_stale_tmp(folder)
+                bar.set_postfix_str(spec.name)
+                teacher = folders.get(spec.teacher_key) if spec.teacher_key else None
+                found = _train_one(spec, cfg, data, data_sha, folder, dev, progress, teacher)
+                trained.append(spec)
+            meta[spec.key] = found
+            bar.update(1)
+            return True
+
+    while pending:
+        ready = [s for s in pending if s.teacher_key is None or s.teacher_key in meta]
+        done = [s for s in ready if claim(s, blocking=False)]
+        if not done:  # every ready model is being trained by another runner: wait for the first
+            claim(ready[0], blocking=True)
+            done = [ready[0]]
+        pending = [s for s in pending if s not in done]
     bar.close()
-    for spec in loaded:
-        meta[spec.key] = load_json(folders[spec.key] / "meta.json")
+    order = {s.key: i for i, s in enumerate(specs)}
+    trained.sort(key=lambda s: order[s.key])
+    loaded.sort(key=lambda s: order[s.key])
     if progress:
-        print(f"grid {cfg.label}: {len(specs)} models — loaded {len(loaded)} from {runs / 'models'}, "
-              f"trained {len(todo)}")
-    result = GridResult(cfg, data, specs, runs, meta, trained=todo, loaded=loaded)
+        print(f"grid {cfg.label}: {len(specs)} models — loaded {len(loaded)} from {models_dir}, "
+              f"trained {len(trained)}")
+        _note_environments(meta, dev)
+    result = GridResult(cfg, data, specs, runs, meta, trained=trained, loaded=loaded, repaired=repaired)
     grid_key = config_key({"grid": cfg.to_dict(), "data": data.config})
     summary_path = runs / "grids" / f"{cfg.label}-{grid_key}.json"
-    if todo or not summary_path.exists():
+    if writable and (trained or not summary_path.exists()):
         save_json(summary_path, {"config": cfg.to_dict(), "data": data.config,
                                  "models": [dataclasses.asdict(s) for s in specs]})
     return result
+
+
+def _note_environments(meta: dict[str, dict[str, Any]], device: str) -> None:
+    """Say so when cached models were trained under another torch version or GPU: their keys
+    match (same config and numerics), but their last digits may not."""
+    here = environment(device)
+    others = ({json.dumps(m.get("environment"), sort_keys=True) for m in meta.values()}
+              - {json.dumps(here, sort_keys=True)})
+    if others:
+        print(f"note: some cached models were trained under {', '.join(sorted(others))}; this is {here}")

@@ -79,6 +79,8 @@ def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
         raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
     if np.any(w < 0):
         raise ValueError("sample_weight must be non-negative")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to 0: every rate would be undefined")
     return w
 
 
@@ -246,6 +248,11 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
     Integer labels must lie in ``[0, n_classes)``; other labels (e.g. strings) are encoded over
     the union of ``y_true`` and ``y_pred``. Classes whose metric is undefined for every group are
     NaN and left out of the macro average (with a warning).
+
+    The average runs over the classes that occur in ``y_true`` or in (some model's) ``y_pred``:
+    a class that occurs in neither has F_c = 0 by construction and would only dilute the mean
+    (``n_classes=1000`` with 3 classes present would divide by 1000). Such classes are NaN with
+    ``average=None``.
     """
     _check_option("metric", metric, ("dpd", "eod"))
     _check_option("average", str(average), ("macro", "None"))
@@ -274,9 +281,13 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
     else:
         _resolve_undefined(rates, undefined, "one-vs-rest y_true")
         per_class = _equalized_odds(rates, method, agg)
+    occurs = np.zeros(int(n_classes), dtype=bool)
+    occurs[np.unique(yt)] = True
+    occurs[np.unique(yp)] = True
+    per_class = np.where(occurs, per_class, np.nan)
     if average is None:
         return per_class[0] if single else per_class
-    nan_classes = np.isnan(per_class).all(axis=0)
+    nan_classes = np.isnan(per_class).all(axis=0) & occurs
     if nan_classes.any():
         warnings.warn(f"{int(nan_classes.sum())} class(es) have an undefined {metric.upper()} and are left out "
                       "of the macro average", UndefinedRateWarning, stacklevel=2)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .checks import check_int, check_number
 from .results import MetricSummary, summarize
 
 OUTPUT_DISTANCES = ("tv", "l1", "l2")
@@ -24,8 +25,12 @@ INPUT_DISTANCES = ("l2", "cosine")
 
 
 def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """Numerically stable softmax over the last axis (numpy)."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
+    """Numerically stable softmax over the last axis (numpy); ``temperature`` finite and > 0."""
+    check_number(temperature, "temperature", minimum=0, min_inclusive=False)
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 0 or z.shape[-1] == 0 or not np.all(np.isfinite(z)):
+        raise ValueError(f"logits must be finite with a class axis, got shape {z.shape}")
+    z = z / temperature
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -72,8 +77,8 @@ def lipschitz_ratio(probs: Any, probs2: Any, x: Any, x2: Any, *, output: str = "
         raise ValueError(f"probs and probs2 differ in shape: {p.shape} vs {q.shape}")
     if p.ndim not in (2, 3):
         raise ValueError(f"probs must be [examples, classes] or [models, examples, classes], got {p.shape}")
-    if not np.all(np.isfinite(p)) or not np.all(np.isfinite(q)):
-        raise ValueError("probs contain NaN or inf")
+    for name, arr in (("probs", p), ("probs2", q)):
+        check_probabilities(arr, name)
     d_in = input_distance(x, x2, input)
     if len(d_in) != p.shape[-2]:
         raise ValueError(f"{len(d_in)} input pairs for {p.shape[-2]} output pairs")
@@ -84,6 +89,17 @@ def lipschitz_ratio(probs: Any, probs2: Any, x: Any, x2: Any, *, output: str = "
         return ratios
     out = ratios.mean(-1)
     return float(out) if np.ndim(out) == 0 else out
+
+
+def check_probabilities(probs: np.ndarray, name: str = "probs", atol: float = 1e-4) -> None:
+    """``ValueError`` unless every row is a probability vector (entries in [0, 1] summing to 1
+    within ``atol``): logits passed where probabilities belong give a meaningless ratio."""
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"{name} contain NaN or inf")
+    if probs.min() < -atol or probs.max() > 1 + atol or np.abs(probs.sum(-1) - 1).max() > atol:
+        raise ValueError(f"{name} must be probabilities (rows in [0, 1] summing to 1), got values in "
+                         f"[{probs.min():.3g}, {probs.max():.3g}] with row sums up to {probs.sum(-1).max():.3g}; "
+                         "pass softmax(logits), not logits")
 
 
 def flip_rate(preds: Any, preds2: Any) -> np.ndarray | float:
@@ -98,16 +114,16 @@ def flip_rate(preds: Any, preds2: Any) -> np.ndarray | float:
 
 
 def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identical: bool = True) -> np.ndarray:
-    """Index pairs ``[N*k, 2]``: each example with its ``k`` nearest neighbours in ``features``.
+    """Index pairs ``[<= N*k, 2]``: each example with its ``k`` nearest neighbours in ``features``.
 
-    Exact duplicates (distance 0) are skipped when ``exclude_identical``, so every pair has a
-    defined ratio.
+    An example is never paired with itself; exact duplicates (distance 0) are skipped when
+    ``exclude_identical``, so every pair has a defined ratio, and an example with fewer than
+    ``k`` such neighbours contributes fewer pairs.
     """
     f = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     if metric not in INPUT_DISTANCES:
         raise ValueError(f"metric must be one of {INPUT_DISTANCES}, got {metric!r}")
-    if not 1 <= k < len(f):
-        raise ValueError(f"k must be in [1, {len(f) - 1}], got {k}")
+    check_int(k, "k", minimum=1, maximum=len(f) - 1)
     if metric == "cosine":
         f = f / np.linalg.norm(f, axis=1, keepdims=True)
         dist = 1.0 - f @ f.T
@@ -117,8 +133,12 @@ def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identica
     np.fill_diagonal(dist, np.inf)
     if exclude_identical:
         dist[dist <= 1e-12] = np.inf
-    nn = np.argsort(dist, axis=1)[:, :k]
-    return np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)
+    nn = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    pairs = np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)
+    valid = np.isfinite(dist[pairs[:, 0], pairs[:, 1]])  # never an example with itself or a duplicate
+    if not valid.any():
+        raise ValueError("no pair of distinct examples: every example is identical to all others")
+    return pairs[valid]
 
 
 def summaries(table: Any, twin_attributes: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:

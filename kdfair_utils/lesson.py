@@ -17,6 +17,7 @@ from typing import Any
 from .datasets import Dataset, load_dataset
 from .experiments import Profile, get_profile
 from .grid import GridConfig, GridResult, run_grid
+from .checks import check_device, check_dir_path, check_writable_dir
 from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
 
@@ -81,13 +82,18 @@ def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | Non
           data_dir: str | Path | None = None, runs_dir: str | Path | None = None,
           out_dir: str | Path | None = None) -> Lesson:
     """Resolve a notebook's parameters (``ValueError`` names a bad one) and print where things are."""
-    from .train import resolve_device
-
+    if not isinstance(notebook, str) or not notebook:
+        raise ValueError(f"notebook must be the notebook's name, got {notebook!r}")
+    if not isinstance(profile, str):
+        raise ValueError(f"PROFILE must be a profile name such as 'quick', got {profile!r}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"OVERRIDES must be a dict of dotted field names, got {overrides!r}")
     resolved = get_profile(profile, overrides)
-    runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    lesson = Lesson(notebook, resolved, dict(overrides or {}), str(resolve_device(device)),
-                    Path(data_dir) if data_dir is not None else default_data_dir(), runs,
-                    Path(out_dir) if out_dir is not None else runs / resolved.run_name)
+    dev = check_device(device, "DEVICE")
+    runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir ($KDFAIR_RUNS)")
+    data = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir ($KDFAIR_DATA)")
+    out = check_writable_dir(out_dir if out_dir is not None else runs / resolved.run_name, "out_dir")
+    lesson = Lesson(notebook, resolved, dict(overrides or {}), str(dev), data, runs, out)
     print(f"{notebook}: profile {profile!r}" + (f" with overrides {lesson.overrides}" if lesson.overrides else "")
           + f", device {lesson.device}\n  data in {lesson.data_dir.resolve()}\n  models cached in "
           f"{(runs / 'models').resolve()}\n  results and figures in {lesson.out_dir.resolve()}")

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_choice, check_int
+
 CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 TORCHVISION_MODELS = ("resnet18", "resnet50", "densenet121", "densenet169")
 MODELS = tuple(f"resnet{d}" for d in CIFAR_RESNET_DEPTHS) + ("lenet5",) + TORCHVISION_MODELS
@@ -113,8 +115,7 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, small_stem
 
 
 def check_model_name(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    check_choice(name, "model", MODELS)
 
 
 def check_image_size(name: str, image_size: int) -> None:
@@ -128,9 +129,10 @@ def check_image_size(name: str, image_size: int) -> None:
 def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size: int = 32,
                 small_stem: bool | None = None) -> nn.Module:
     """Build a randomly initialised model by name (see the module docstring for the zoo)."""
+    check_int(image_size, "image_size", minimum=1)
     check_image_size(name, image_size)
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_int(num_classes, "num_classes", minimum=2)
+    check_int(in_channels, "in_channels", minimum=1)
     if name == "lenet5":
         return LeNet5(num_classes, in_channels, image_size)
     match = re.fullmatch(r"resnet(\d+)", name)
@@ -142,3 +144,12 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_state_dict(path) -> dict[str, torch.Tensor]:
+    """A saved ``state_dict`` read with ``weights_only=True``: tensors and plain containers only,
+    so a poisoned checkpoint cannot run code (torch >= 2.6 also defaults to this)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        raise ValueError(f"{path}: not a loadable weights file ({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import save_json
+from .checks import check_device, check_dir_path, check_writable_dir
 from .experiments import EXPERIMENTS, Profile, get_profile
 from .grid import model_specs
 from .paths import checkout_dir, default_data_dir, default_runs_dir
@@ -44,9 +45,9 @@ def series_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
 
 
-def expected_models(profile: Profile) -> list[str]:
+def expected_models(profile: Profile, device: str = "auto") -> list[str]:
     """Cache folder names of every model the profile's experiments train (each once)."""
-    return sorted({s.dirname for name in EXPERIMENTS for s in model_specs(profile.experiment(name))})
+    return sorted({s.dirname for name in EXPERIMENTS for s in model_specs(profile.experiment(name), device=device)})
 
 
 def machine_description(device: str) -> str:
@@ -75,7 +76,9 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     from tqdm.auto import tqdm
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
-    runs = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
+    check_device(device)
+    runs = check_writable_dir(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir").resolve()
+    data = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir").resolve()
     out = runs / resolved.run_name
     nbs = notebooks if notebooks is not None else series_notebooks()
     if not nbs:
@@ -85,9 +88,8 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
         if missing:
             raise ValueError(f"{nb.name} does not declare the series parameters {sorted(missing)}")
     params = {"PROFILE": profile, "OVERRIDES": dict(overrides or {}), "DEVICE": device}
-    data = (Path(data_dir) if data_dir is not None else default_data_dir()).resolve()
     folders = {"KDFAIR_RUNS": str(runs), "KDFAIR_DATA": str(data)}  # absolute: kernels run in notebooks/
-    expected = expected_models(resolved)
+    expected = expected_models(resolved, device)
     for stale in ("results", "figures"):  # a run's records, figures and report are this run's alone
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in ("report.md", "claims.json", "run.json"):

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import SEED_RANGE, check_bool, check_choice, check_device, check_int, check_number
 from .distill import KDLoss
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -52,31 +53,47 @@ class TrainConfig:
     augment: str = "none"
     grad_clip: float | None = None
 
-    def validate(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augment {self.augment!r}; known: {', '.join(AUGMENTATIONS)}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+    def validate(self, prefix: str = "") -> None:
+        """``ValueError`` naming the field (``prefix`` names the recipe, e.g. ``student_train.``)."""
+        check_int(self.epochs, f"{prefix}epochs", minimum=1)
+        check_int(self.batch_size, f"{prefix}batch_size", minimum=1)
+        check_choice(self.optimizer, f"{prefix}optimizer", OPTIMIZERS)
+        check_number(self.lr, f"{prefix}lr", minimum=0, min_inclusive=False)
+        check_number(self.momentum, f"{prefix}momentum", minimum=0, maximum=1, max_inclusive=False)
+        check_number(self.weight_decay, f"{prefix}weight_decay", minimum=0)
+        check_bool(self.nesterov, f"{prefix}nesterov")
+        check_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
+        check_number(self.warmup_epochs, f"{prefix}warmup_epochs", minimum=0)
+        check_choice(self.augment, f"{prefix}augment", AUGMENTATIONS)
+        if self.grad_clip is not None:
+            check_number(self.grad_clip, f"{prefix}grad_clip", minimum=0, min_inclusive=False)
+
+    def replace(self, changes: dict, prefix: str = "") -> "TrainConfig":
+        """A copy with ``changes`` (a dict of field values); unknown fields are refused by name."""
+        from dataclasses import fields, replace
+
+        known = [f.name for f in fields(self)]
+        for key in changes:
+            if key not in known:
+                raise ValueError(f"unknown field {prefix}{key}; known: {', '.join(prefix + k for k in known)}")
+        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/``None`` → CUDA if available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"``/``None`` → CUDA if available, else CPU; a device this machine lacks is a ``ValueError``."""
+    return check_device(device)
+
+
+def numerics(device: str | torch.device | None = "auto") -> dict:
+    """What changes a trained model's floating-point results on one machine, beyond its config:
+    the device type and, on the CPU, torch's thread count (the order of parallel float sums).
+    Part of every model's cache key, so a cache resumed under another thread count retrains
+    instead of silently mixing models."""
+    dev = resolve_device(device)
+    return {"device": dev.type, "threads": torch.get_num_threads()} if dev.type == "cpu" else {"device": dev.type}
 
 
 def seed_everything(seed: int) -> None:
@@ -170,6 +187,12 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     if teacher_logits is not None and cfg.augment != "none":
         raise ValueError("teacher_logits are for un-augmented training; with augment="
                          f"{cfg.augment!r} pass the teacher model instead")
+    check_int(seed, "seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be non-empty uint8 [N, C, H, W], got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels < 0).any():
+        raise ValueError(f"labels must be non-negative integers [N], got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
         raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
     dev = resolve_device(device)

@@ -42,6 +42,7 @@ COLORS: dict[str, tuple[float, float, float]] = {
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "texture": TEXTURES, "color": COLOR_NAMES}
 BACKGROUND = 0.5
+N_COMBINATIONS = len(SHAPES) * len(TEXTURES) * len(COLOR_NAMES)  # 1000
 
 
 @dataclass(frozen=True)
@@ -56,19 +57,23 @@ class TrifeatureSpec:
     texture_period: float = 0.25
     supersample: int = 2
 
-    def validate(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {self.image_size!r}")
-        if not isinstance(self.per_combination, int) or self.per_combination < 1:
-            raise ValueError(f"per_combination must be an int >= 1, got {self.per_combination!r}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        if not 0.1 <= self.shape_scale <= 1.0:
-            raise ValueError(f"shape_scale must be in [0.1, 1], got {self.shape_scale!r}")
-        if not 0.0 < self.texture_period <= 1.0:
-            raise ValueError(f"texture_period must be in (0, 1], got {self.texture_period!r}")
-        if not isinstance(self.supersample, int) or self.supersample < 1:
-            raise ValueError(f"supersample must be an int >= 1, got {self.supersample!r}")
+    def validate(self, prefix: str = "") -> None:
+        """``ValueError`` naming the field (``prefix``: e.g. ``data_options.``)."""
+        from .checks import SEED_RANGE, check_int, check_number
+
+        check_int(self.image_size, f"{prefix}image_size", minimum=8, maximum=1024)
+        check_int(self.per_combination, f"{prefix}per_combination", minimum=1, maximum=1000)
+        check_number(self.test_fraction, f"{prefix}test_fraction", minimum=0, maximum=1,
+                     min_inclusive=False, max_inclusive=False)
+        check_int(self.seed, f"{prefix}seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+        check_number(self.shape_scale, f"{prefix}shape_scale", minimum=0.1, maximum=1)
+        check_number(self.texture_period, f"{prefix}texture_period", minimum=0, maximum=1, min_inclusive=False)
+        check_int(self.supersample, f"{prefix}supersample", minimum=1, maximum=8)
+        n = self.per_combination * N_COMBINATIONS
+        n_test = int(round(n * self.test_fraction))
+        if not 1 <= n_test <= n - 1:
+            raise ValueError(f"{prefix}test_fraction {self.test_fraction:g} of {n} images leaves "
+                             f"{n_test} test and {n - n_test} training images; both need at least one")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,7 +45,7 @@ def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["grid", "--set", "alpha=3"], "alpha must be in [0, 1]"),
+    (["grid", "--set", "alpha=3"], "alpha must be <= 1"),
     (["grid", "--set", "epochs=3"], "unknown override 'epochs'; known:"),
     (["grid", "--seeds", "1", "--set", "main.seeds=2"], "'main.seeds' is given twice"),
     (["run", "--label", "color"], "'label' differs per experiment: set main.label or class_bias.label"),

@@ -51,7 +51,7 @@ def test_bare_fields_change_every_grid_and_prefixed_fields_one():
     ({"seeds.first": 1}, "has no sub-fields"),
     ({"analysis.significance": 1.5}, r"analysis.significance must be in \(0, 1\)"),
     ({"analysis.normalization": "z"}, "analysis.normalization must be one of"),
-    ({"class_bias.alpha": 2.0}, "class_bias: alpha must be in"),
+    ({"class_bias.alpha": 2.0}, "class_bias: alpha must be <= 1"),
     ({"temperatures": [40]}, "none of the temperatures .* class_bias window 2..10"),
 ])
 def test_bad_overrides_name_the_field(overrides, match):
@@ -84,5 +84,5 @@ def test_run_name_follows_the_resolved_profile():
 
 
 def test_unknown_profile():
-    with pytest.raises(ValueError, match="unknown profile 'huge'; known: quick, paper"):
+    with pytest.raises(ValueError, match="profile must be one of quick, paper; got 'huge'"):
         get_profile("huge")

@@ -178,6 +178,23 @@ def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("parameter,message", [
+    (["-p", "DEVICE", "bogus"], "DEVICE 'bogus' is not a device"),
+    (["-y", "OVERRIDES: {seeds: [0.5]}"], r"seeds\[0\] must be an integer, got 0.5"),
+    (["-p", "PROFILE", "huge"], "profile must be one of quick, paper; got 'huge'"),
+])
+def test_a_bad_notebook_parameter_fails_in_the_first_cell_and_writes_nothing(parameter, message, tmp_path):
+    """Notebook 01 run alone with the papermill CLI: its setup cell names the bad parameter."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = [sys.executable, "-m", "papermill", str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"),
+            "--cwd", str(NOTEBOOKS[0].parent), "-k", "python3", *parameter]
+    env = {**os.environ, "KDFAIR_RUNS": str(runs), "KDFAIR_DATA": str(data)}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert not runs.exists() and not data.exists()
+
+
+@pytest.mark.slow
 def test_kdfair_run_quick_end_to_end(tmp_path):
     """The main job, as `make reproduce` runs it (the whole quick profile, a few minutes)."""
     import time
