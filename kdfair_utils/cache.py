@@ -138,7 +138,7 @@ def file_lock(path: Path | str, *, blocking: bool = True) -> Iterator[bool]:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: another user's lock file works too
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -153,11 +153,13 @@ def file_lock(path: Path | str, *, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def remove_stale_tmp(folder: Path | str) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``folder``; returns them. Call it only
-    while holding the lock that the folder's writers hold."""
+def remove_stale_tmp(folder: Path | str, name: str | None = None) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (only those of the file
+    ``name`` if given); returns them. Call it only while holding the lock that the writers of
+    those files hold."""
     folder = Path(folder)
-    stale = sorted(folder.glob(TMP_GLOB)) if folder.is_dir() else []
+    pattern = f".{name}.*.tmp" if name is not None else TMP_GLOB
+    stale = sorted(folder.glob(pattern)) if folder.is_dir() else []
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale

@@ -55,7 +55,8 @@ def _overrides(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             key = prefix + name
-            for given in {key, name}:  # `--seeds` with `--set seeds=` or `--set main.seeds=`: one must go
+            clashes = {key, name} if prefix else {name, *(f"{e}.{name}" for e in EXPERIMENTS)}
+            for given in sorted(clashes):  # `--seeds` with `--set seeds=` or `--set main.seeds=`: one would be lost
                 if given in overrides:
                     raise ValueError(f"{given!r} is given twice (--{name} and --set {given}=...)")
             overrides[key] = value

@@ -187,7 +187,7 @@ def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.n
             return arrays
         if problem:
             print(f"regenerating the Trifeature data cache {path}: {problem}")
-        remove_stale_tmp(path.parent)
+        remove_stale_tmp(path.parent, path.name)  # only this file's: other specs may be being written
         params = tf.sample_params(spec)
         train_idx, test_idx = tf.split_indices(len(params["shape"]), spec.test_fraction, spec.seed)
         test_params = {k: v[test_idx] for k, v in params.items()}
@@ -223,7 +223,15 @@ def _read_trifeature(path: Path, spec: tf.TrifeatureSpec) -> tuple[dict[str, np.
     missing = [k for k in TRIFEATURE_ARRAYS if k not in arrays]
     if missing:
         return None, f"it lacks {', '.join(missing)}"
-    return arrays, None
+    n, n_test = len(arrays["images"]), len(arrays["test_idx"])
+    size = (spec.image_size, spec.image_size)
+    consistent = (arrays["images"].shape[2:] == size and arrays["images"].dtype == np.uint8
+                  and all(len(arrays[f"factor_{k}"]) == n for k in tf.ATTRIBUTES)
+                  and len(arrays["train_idx"]) + n_test == n
+                  and all(0 <= arrays[k].min() and arrays[k].max() < n for k in ("train_idx", "test_idx"))
+                  and all(len(arrays[f"cf_{a}_{part}"]) == n_test for a in ("color", "texture")
+                          for part in ("images", "values")))
+    return (arrays, None) if consistent else (None, "its arrays do not fit together")
 
 
 def _trifeature_labels(label: str, factors: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:

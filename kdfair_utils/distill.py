@@ -28,9 +28,17 @@ from torch.nn import functional as F
 from .checks import check_bool, check_number
 
 
+TEMPERATURE_RANGE = (0.01, 1000.0)  # beyond it T² overflows or logits/T loses every digit
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """A number in :data:`TEMPERATURE_RANGE` (the paper uses 1..40)."""
+    return check_number(temperature, name, minimum=TEMPERATURE_RANGE[0], maximum=TEMPERATURE_RANGE[1])
+
+
 def check_kd_args(temperature: float, alpha: float) -> None:
-    """``ValueError`` unless T is finite and > 0 and 0 ≤ α ≤ 1 (numbers, not bools)."""
-    check_number(temperature, "temperature", minimum=0, min_inclusive=False)
+    """``ValueError`` unless T lies in :data:`TEMPERATURE_RANGE` and 0 ≤ α ≤ 1 (numbers, not bools)."""
+    check_temperature(temperature)
     check_number(alpha, "alpha", minimum=0, maximum=1)
 
 
@@ -97,7 +105,10 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     check_logits(student_logits, teacher_logits, targets)
     soft = _distillation_term(student_logits, teacher_logits, temperature, t2_scaling)
     hard = F.cross_entropy(student_logits, targets)
-    return alpha * soft + (1.0 - alpha) * hard
+    loss = alpha * soft + (1.0 - alpha) * hard
+    if not bool(torch.isfinite(loss)):
+        raise ValueError(f"kd_loss is {float(loss)}: logits too large for temperature {temperature:g}")
+    return loss
 
 
 @dataclass(frozen=True)
@@ -116,8 +127,13 @@ class KDLoss:
         check_bool(self.t2_scaling, "t2_scaling")
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
-        return kd_loss(student_logits, teacher_logits, targets, self.temperature, self.alpha, self.t2_scaling)
+                 targets: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+        """The loss; ``check=False`` skips :func:`check_logits` (a training loop that checked its
+        first batch and watches the loss for NaN saves three device syncs per step)."""
+        if check:
+            return kd_loss(student_logits, teacher_logits, targets, self.temperature, self.alpha, self.t2_scaling)
+        soft = _distillation_term(student_logits, teacher_logits, self.temperature, self.t2_scaling)
+        return self.alpha * soft + (1.0 - self.alpha) * F.cross_entropy(student_logits, targets)
 
     def to_dict(self) -> dict:
         return asdict(self)

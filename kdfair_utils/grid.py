@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +38,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .cache import (atomic_write, check_file, config_key, file_lock, file_record, load_json, load_npz,
-                    remove_stale_tmp, save_json, save_npz, seal, unseal)
+                    remove_stale_tmp, save_json, save_npz, seal, sha256_bytes, unseal)
 from .class_bias import per_class_accuracy
 from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_mapping,
                      check_number, check_seeds, check_sequence, is_writable_dir)
 from .datasets import Dataset, dataset_config, dataset_sha256, load_dataset
-from .distill import KDLoss
+from .distill import KDLoss, check_temperature
 from .models import MODELS, check_image_size
 from .paths import default_runs_dir
 from .results import Population
@@ -76,6 +77,8 @@ class GridConfig:
         types and values of every field, recipe and data option; integer, distinct seeds; finite,
         positive temperatures that stay distinct when printed (``T=2`` and ``T=2.0000001`` would
         share a population label)."""
+        if not isinstance(self.label, str):
+            raise ValueError(f"label must be a label name such as 'shape', got {self.label!r}")
         dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
         check_choice(self.teacher, "teacher", MODELS)
         check_choice(self.student, "student", MODELS)
@@ -91,7 +94,7 @@ class GridConfig:
         check_seeds(self.seeds, "seeds")
         temperatures = check_sequence(self.temperatures, "temperatures")
         for i, t in enumerate(temperatures):
-            check_number(t, f"temperatures[{i}]", minimum=0, min_inclusive=False)
+            check_temperature(t, f"temperatures[{i}]")
         check_distinct([float(t) for t in temperatures], "temperatures")
         check_distinct(temperatures, "temperatures", label=lambda t: Population.ds(float(t)).name)
         check_number(self.alpha, "alpha", minimum=0, maximum=1)
@@ -344,11 +347,15 @@ def _expected_shapes(data: Dataset) -> dict[str, list[int]]:
     return {name: [len(split), data.num_classes] for name, split in data.eval_splits().items()}
 
 
-def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str) -> tuple[dict | None, str | None]:
+def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str,
+                 teacher_meta: dict | None = None) -> tuple[dict | None, str | None]:
     """``(meta, None)`` for a complete, intact model folder; ``(None, reason)`` otherwise
-    (``reason`` is None when the folder was simply never finished)."""
+    (``reason`` is None when the folder was simply never finished). A DS is checked against its
+    teacher's verified ``teacher_meta`` too (``(None, None)`` while that is not known yet): a DS
+    distilled from a teacher whose training-set logits have since changed (a repaired teacher
+    that came out different, as on a GPU) is stale."""
     path = folder / "meta.json"
-    if not path.exists():
+    if not path.exists() or (spec.role == "ds" and teacher_meta is None):
         return None, None
     try:
         record = load_json(path)
@@ -375,11 +382,13 @@ def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str)
             check_file(folder / name, record)
         except (ValueError, OSError) as exc:
             return None, str(exc)
+    if spec.role == "ds" and meta.get("teacher_content_sha256") != teacher_meta.get("content_sha256"):
+        return None, "its teacher changed since it was distilled from it"
     return meta, None
 
 
 def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str, folder: Path, device: str,
-               progress: bool, teacher_folder: Path | None) -> dict[str, Any]:
+               progress: bool, teacher_folder: Path | None, teacher_meta: dict | None) -> dict[str, Any]:
     import torch
 
     from .models import build_model, load_state_dict
@@ -393,17 +402,19 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str
     recipe = cfg.teacher_train if spec.role == "teacher" else cfg.student_train
     kwargs: dict[str, Any] = {}
     if spec.role == "ds":
-        assert teacher_folder is not None and spec.temperature is not None
-        teacher_files = unseal(load_json(teacher_folder / "meta.json"))["files"]
+        assert teacher_folder is not None and teacher_meta is not None and spec.temperature is not None
         kwargs["kd"] = KDLoss(spec.temperature, cfg.alpha, cfg.t2_scaling)
+        name = "train_logits.npz" if recipe.augment == "none" else "model.pt"
+        try:  # the bytes that were verified are the bytes used
+            blob = check_file(teacher_folder / name, teacher_meta["files"][name])
+        except ValueError as exc:
+            raise ValueError(f"{teacher_folder / name}: {exc}; run the grid again to retrain it") from None
         if recipe.augment == "none":
-            blob = check_file(teacher_folder / "train_logits.npz", teacher_files["train_logits.npz"])
             kwargs["teacher_logits"] = load_npz(blob)["train"]
         else:
-            check_file(teacher_folder / "model.pt", teacher_files["model.pt"])
             teacher = with_normalization(build_model(cfg.teacher, data.num_classes, in_channels=data.image_shape[0],
                                                      image_size=size), data.train.images)
-            teacher.load_state_dict(load_state_dict(teacher_folder / "model.pt"))
+            teacher.load_state_dict(load_state_dict(blob, teacher_folder / name))
             kwargs["teacher"] = teacher
     start = time.perf_counter()
     history = train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
@@ -412,14 +423,19 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str
     logits = {name: predict_logits(model, split.images, device=device) for name, split in data.eval_splits().items()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.pt", lambda tmp: torch.save(state, tmp))
+    identity: dict[str, str] = {}
     if spec.role == "teacher":
-        save_npz(folder / "train_logits.npz", train=predict_logits(model, data.train.images, device=device))
+        train_logits = predict_logits(model, data.train.images, device=device)
+        save_npz(folder / "train_logits.npz", train=train_logits)
+        identity["content_sha256"] = sha256_bytes(np.ascontiguousarray(train_logits).tobytes())
+    elif spec.role == "ds":
+        identity["teacher_content_sha256"] = teacher_meta["content_sha256"]
     save_npz(folder / "logits.npz", **logits)
     files = {f.name: file_record(f) for f in sorted(folder.iterdir())
              if f.name in ("model.pt", "logits.npz", "train_logits.npz")}
     class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
     meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "data_sha256": data_sha256, "files": files,
-            "shapes": {name: list(v.shape) for name, v in logits.items()}, "environment": environment(device),
+            "shapes": {name: list(v.shape) for name, v in logits.items()}, **identity, "environment": environment(device),
             "train_seconds": seconds, "loss": history["loss"], "test_accuracy": float(overall[0]),
             "test_class_accuracy": class_acc[0].tolist(), "device": str(device), "recipe": recipe.to_dict()}
     save_json(folder / "meta.json", seal(meta))
@@ -468,8 +484,8 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     meta: dict[str, dict[str, Any]] = {}
     loaded: list[ModelSpec] = []
     pending: list[ModelSpec] = []
-    for spec in specs:  # verify every cached folder first (no lock needed to read)
-        found, reason = verify_model(folders[spec.key], spec, data, data_sha)
+    for spec in specs:  # verify every cached folder first (no lock needed to read); teachers come first
+        found, reason = verify_model(folders[spec.key], spec, data, data_sha, meta.get(spec.teacher_key or ""))
         if found is not None:
             meta[spec.key] = found
             loaded.append(spec)
@@ -491,17 +507,18 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
             if not got:
                 return False
             folder = folders[spec.key]
-            found, reason = verify_model(folder, spec, data, data_sha)
+            teacher_meta = meta.get(spec.teacher_key or "")
+            found, reason = verify_model(folder, spec, data, data_sha, teacher_meta)
             if found is not None:
                 loaded.append(spec)
             else:
                 if reason is not None:
                     repaired[spec.key] = reason
-                    tqdm.write(f"retraining {spec.name} ({folder.name}): {reason}")
+                    tqdm.write(f"retraining {spec.name} ({folder.name}): {reason}", file=sys.stderr)
                 remove_stale_tmp(folder)
                 bar.set_postfix_str(spec.name)
                 teacher = folders.get(spec.teacher_key) if spec.teacher_key else None
-                found = _train_one(spec, cfg, data, data_sha, folder, dev, progress, teacher)
+                found = _train_one(spec, cfg, data, data_sha, folder, dev, progress, teacher, teacher_meta)
                 trained.append(spec)
             meta[spec.key] = found
             bar.update(1)
@@ -511,6 +528,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         ready = [s for s in pending if s.teacher_key is None or s.teacher_key in meta]
         done = [s for s in ready if claim(s, blocking=False)]
         if not done:  # every ready model is being trained by another runner: wait for the first
+            tqdm.write(f"waiting for another runner to finish {ready[0].name} ({ready[0].dirname})", file=sys.stderr)
             claim(ready[0], blocking=True)
             done = [ready[0]]
         pending = [s for s in pending if s not in done]

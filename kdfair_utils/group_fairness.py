@@ -249,7 +249,7 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
     the union of ``y_true`` and ``y_pred``. Classes whose metric is undefined for every group are
     NaN and left out of the macro average (with a warning).
 
-    The average runs over the classes that occur in ``y_true`` or in (some model's) ``y_pred``:
+    The average runs over the classes that occur in ``y_true`` or in the model's own ``y_pred``:
     a class that occurs in neither has F_c = 0 by construction and would only dilute the mean
     (``n_classes=1000`` with 3 classes present would divide by 1000). Such classes are NaN with
     ``average=None``.
@@ -281,13 +281,14 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
     else:
         _resolve_undefined(rates, undefined, "one-vs-rest y_true")
         per_class = _equalized_odds(rates, method, agg)
-    occurs = np.zeros(int(n_classes), dtype=bool)
-    occurs[np.unique(yt)] = True
-    occurs[np.unique(yp)] = True
+    yp2 = np.atleast_2d(yp).astype(np.int64)
+    occurs = np.zeros((len(yp2), int(n_classes)), dtype=bool)  # per model: in y_true or in its y_pred
+    occurs[:, np.unique(yt)] = True
+    occurs[np.repeat(np.arange(len(yp2)), yp2.shape[1]), yp2.ravel()] = True
+    nan_classes = (np.isnan(per_class) & occurs).any(axis=0)  # undefined where the class does occur
     per_class = np.where(occurs, per_class, np.nan)
     if average is None:
         return per_class[0] if single else per_class
-    nan_classes = np.isnan(per_class).all(axis=0) & occurs
     if nan_classes.any():
         warnings.warn(f"{int(nan_classes.sum())} class(es) have an undefined {metric.upper()} and are left out "
                       "of the macro average", UndefinedRateWarning, stacklevel=2)

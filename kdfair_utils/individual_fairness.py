@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checks import check_int, check_number
+from .checks import check_int
+from .distill import check_temperature
 from .results import MetricSummary, summarize
 
 OUTPUT_DISTANCES = ("tv", "l1", "l2")
@@ -26,7 +27,7 @@ INPUT_DISTANCES = ("l2", "cosine")
 
 def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
     """Numerically stable softmax over the last axis (numpy); ``temperature`` finite and > 0."""
-    check_number(temperature, "temperature", minimum=0, min_inclusive=False)
+    check_temperature(temperature)
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim == 0 or z.shape[-1] == 0 or not np.all(np.isfinite(z)):
         raise ValueError(f"logits must be finite with a class axis, got shape {z.shape}")
@@ -127,15 +128,19 @@ def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identica
     if metric == "cosine":
         f = f / np.linalg.norm(f, axis=1, keepdims=True)
         dist = 1.0 - f @ f.T
+        scale = np.full_like(dist, 2.0)
     else:
         sq = (f**2).sum(1)
         dist = np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0.0)
+        scale = sq[:, None] + sq[None]
     np.fill_diagonal(dist, np.inf)
-    if exclude_identical:
-        dist[dist <= 1e-12] = np.inf
+    if exclude_identical:  # the Gram trick rounds with the vectors' size: a relative tolerance
+        dist[dist <= 1e-9 * scale + 1e-300] = np.inf
     nn = np.argsort(dist, axis=1, kind="stable")[:, :k]
     pairs = np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)
-    valid = np.isfinite(dist[pairs[:, 0], pairs[:, 1]])  # never an example with itself or a duplicate
+    valid = np.isfinite(dist[pairs[:, 0], pairs[:, 1]])  # never an example with itself
+    if exclude_identical:  # and never two identical vectors, checked exactly
+        valid &= np.any(f[pairs[:, 0]] != f[pairs[:, 1]], axis=1)
     if not valid.any():
         raise ValueError("no pair of distinct examples: every example is identical to all others")
     return pairs[valid]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -146,10 +147,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_state_dict(path) -> dict[str, torch.Tensor]:
-    """A saved ``state_dict`` read with ``weights_only=True``: tensors and plain containers only,
-    so a poisoned checkpoint cannot run code (torch >= 2.6 also defaults to this)."""
+def load_state_dict(source: str | Path | bytes, name: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """A saved ``state_dict`` (a path, or a file's bytes named ``name``) read with
+    ``weights_only=True``: tensors and plain containers only, so a poisoned checkpoint cannot run
+    code (torch >= 2.6 also defaults to this)."""
+    import io
+
+    where = name if name is not None else source if not isinstance(source, bytes) else "checkpoint"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                          weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
-        raise ValueError(f"{path}: not a loadable weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ValueError(f"{where}: not a loadable weights file ({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import SEED_RANGE, check_bool, check_choice, check_device, check_int, check_number
-from .distill import KDLoss
+from .distill import KDLoss, check_logits
 
 SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -62,6 +62,8 @@ class TrainConfig:
         check_number(self.momentum, f"{prefix}momentum", minimum=0, maximum=1, max_inclusive=False)
         check_number(self.weight_decay, f"{prefix}weight_decay", minimum=0)
         check_bool(self.nesterov, f"{prefix}nesterov")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise ValueError(f"{prefix}nesterov needs {prefix}momentum > 0 (or set {prefix}nesterov=false)")
         check_choice(self.schedule, f"{prefix}schedule", SCHEDULES)
         check_number(self.warmup_epochs, f"{prefix}warmup_epochs", minimum=0)
         check_choice(self.augment, f"{prefix}augment", AUGMENTATIONS)
@@ -235,8 +237,13 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
                         t_out = teacher(x)
                 elif t_all is not None:
                     t_out = t_all[idx]
+                if step == 0:  # shapes, ranges and finiteness once; a NaN later shows in the epoch loss
+                    check_logits(out.float(), t_out.float() if kd is not None else out.float(), y)
+                    if int(y_all.max()) >= out.shape[1]:
+                        raise ValueError(f"labels must lie in [0, {out.shape[1]}) (the model's classes), "
+                                         f"got a label {int(y_all.max())}")
                 if kd is not None:
-                    loss = kd(out.float(), t_out.float(), y)
+                    loss = kd(out.float(), t_out.float(), y, check=False)
                 else:
                     loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -248,6 +255,9 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
             running += float(loss.detach()) * len(idx)
             seen += len(idx)
         history["loss"].append(running / seen)
+        if not math.isfinite(history["loss"][-1]):
+            raise RuntimeError(f"{desc}: training diverged (mean loss {history['loss'][-1]} in epoch "
+                               f"{len(history['loss'])}); lower the learning rate or set grad_clip")
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
     model.eval()
     return history

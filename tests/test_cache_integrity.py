@@ -165,15 +165,49 @@ def test_a_corrupted_data_cache_is_regenerated_and_a_replaced_one_detected(tmp_p
     assert np.array_equal(again["images"], original["images"])
 
 
-def test_files_honour_the_umask_so_a_group_can_share_the_cache(tmp_path):
-    old = os.umask(0o002)
+@pytest.mark.parametrize("umask,mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_files_honour_the_umask_so_a_group_can_share_the_cache(umask, mode, tmp_path):
+    import torch
+
+    from kdfair_utils.cache import atomic_write, file_lock
+
+    old = os.umask(umask)
     try:
         save_npz(tmp_path / "a.npz", x=np.zeros(2))
         save_json(tmp_path / "b.json", {"a": 1})
+        atomic_write(tmp_path / "model.pt", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
+        with file_lock(tmp_path / "locks" / "c.lock"):
+            pass
     finally:
         os.umask(old)
-    for name in ("a.npz", "b.json"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o664
+    for name in ("a.npz", "b.json", "model.pt", "locks/c.lock"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_a_teachers_change_makes_its_students_stale(pristine, tmp_path, data_dir):
+    """A repaired teacher that came out different (as on a GPU) is not mixed with students
+    distilled from the old one: they are retrained too."""
+    runs = fresh_copy(pristine, tmp_path)
+    teacher = pristine[1].specs[0]
+    meta_path = folder(runs, teacher) / "meta.json"
+    meta = unseal(load_json(meta_path))
+    save_json(meta_path, seal({**meta, "content_sha256": "f" * 64}))  # as if retrained to other weights
+    result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
+    students = [s.key for s in result.specs if s.role == "ds"]
+    assert result.repaired == {k: "its teacher changed since it was distilled from it" for k in students}
+    assert [s.key for s in result.trained] == students
+
+
+def test_writing_one_data_file_leaves_another_writers_temporary_file_alone(tmp_path):
+    folder_ = tmp_path / "trifeature"
+    folder_.mkdir()
+    other = folder_ / ".trifeature-0123456789abcdef.npz.k3j4.tmp"  # another spec, being written right now
+    other.write_bytes(b"in progress")
+    spec = trifeature_spec(CFG.data_options)
+    mine = folder_ / f".trifeature-{config_key(spec.to_dict())}.npz.x9y8.tmp"  # this spec's, left by a kill
+    mine.write_bytes(b"stale")
+    trifeature_arrays(spec, tmp_path)
+    assert other.exists() and not mine.exists()
 
 
 def test_a_complete_read_only_cache_loads_and_an_incomplete_one_fails_before_training(pristine, tmp_path, data_dir,
@@ -296,9 +330,12 @@ def test_a_poisoned_cifar_file_is_refused_without_running_code(target, tmp_path)
         with open(folder_ / name, "wb") as fh:
             pickle.dump({b"labels": rng.integers(0, 10, 2).tolist(), b"data": rng.integers(0, 256, (2, 3072),
                                                                                             dtype=np.uint8)}, fh)
-    with open(folder_ / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
-    assert load_dataset("cifar10", data_dir=tmp_path).num_classes == 10  # the honest files load
+    with open(folder_ / "batches.meta", "wb") as fh:  # protocol 2, as the official (Python 2) files
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh, protocol=2)
+    with open(folder_ / "test_batch", "wb") as fh:
+        pickle.dump({b"labels": [1, 2], b"data": np.arange(6144).astype(np.uint8).reshape(2, 3072)}, fh, protocol=2)
+    honest = load_dataset("cifar10", data_dir=tmp_path)  # the honest files load
+    assert honest.num_classes == 10 and honest.test.images.reshape(2, -1)[1, 5] == (3072 + 5) % 256
     marker = tmp_path / "pwned"
     with open(folder_ / target, "wb") as fh:
         pickle.dump({b"label_names": Payload(marker), b"labels": [], b"data": Payload(marker)}, fh)

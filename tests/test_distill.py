@@ -112,3 +112,13 @@ def test_kdloss_sets_the_knobs_once_and_equals_kd_loss():
 def test_kdloss_refuses_bad_knobs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         KDLoss(**kwargs)
+
+
+def test_unchecked_call_equals_the_checked_loss():
+    g = torch.Generator().manual_seed(3)
+    s, t, y = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+    kd = KDLoss(3.0, 0.7)
+    assert torch.equal(kd(s, t, y, check=False), kd(s, t, y))
+    assert torch.isclose(kd(s, t, y), torch.tensor(float(
+        0.7 * 9 * (F.softmax(t / 3, -1) * (F.log_softmax(t / 3, -1) - F.log_softmax(s / 3, -1))).sum(-1).mean()
+        + 0.3 * F.cross_entropy(s, y))), rtol=0, atol=1e-6)

@@ -113,8 +113,8 @@ def test_paired_teacher_predictions_and_tidy_table(tmp_path, data_dir):
 @pytest.mark.parametrize("changes,match", [
     ({"dataset": "mnist"}, "dataset must be one of .*got 'mnist'"),
     ({"teacher": "vgg"}, "teacher must be one of .*got 'vgg'"),
-    ({"temperatures": (0.0,)}, r"temperatures\[0\] must be > 0"),
-    ({"temperatures": (-2.0,)}, r"temperatures\[0\] must be > 0"),
+    ({"temperatures": (0.0,)}, r"temperatures\[0\] must be >= 0.01"),
+    ({"temperatures": (-2.0,)}, r"temperatures\[0\] must be >= 0.01"),
     ({"temperatures": (float("inf"),)}, r"temperatures\[0\] must be finite"),
     ({"temperatures": (2, 2.0)}, "temperatures has duplicates"),
     ({"seeds": (1, 1)}, "seeds has duplicates"),

@@ -185,3 +185,15 @@ def test_bad_input(kwargs, match):
 def test_multiclass_label_out_of_range():
     with pytest.raises(ValueError, match="n_classes=3"):
         km.multiclass_fairness([0, 1, 5], [0, 1, 2], sensitive_features=[0, 1, 1], n_classes=3)
+
+
+def test_a_models_value_does_not_depend_on_the_models_stacked_with_it():
+    """The macro average runs over the classes in y_true or that model's own predictions."""
+    y = np.array([0, 1, 2, 0, 1, 2])
+    g = np.array([0, 0, 0, 1, 1, 1])
+    a, b = np.array([0, 1, 2, 0, 1, 1]), np.array([0, 1, 2, 3, 1, 2])
+    alone = [km.multiclass_fairness(y, p, sensitive_features=g, n_classes=10) for p in (a, b)]
+    stacked = km.multiclass_fairness(y, np.stack([a, b]), sensitive_features=g, n_classes=10)
+    assert np.array_equal(stacked, alone)
+    per_class = [fm.demographic_parity_difference(y == c, a == c, sensitive_features=g) for c in range(3)]
+    assert alone[0] == pytest.approx(np.mean(per_class), abs=1e-12)  # classes 3..9 occur in neither: left out

@@ -56,3 +56,14 @@ def test_bad_input():
         ind.lipschitz_ratio(np.full((2, 2), np.nan), p, np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="k must be"):
         ind.knn_pairs(np.zeros((3, 2)), k=3)
+
+
+def test_knn_never_pairs_identical_vectors_even_far_from_the_origin():
+    """The Gram trick's rounding grows with the vectors' size: duplicates are caught exactly."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        f = rng.random((5, 100)) + 10
+        f = np.r_[f, f[:1]]
+        pairs = ind.knn_pairs(f, k=2)
+        assert not any(np.array_equal(f[a], f[b]) for a, b in pairs)
+        assert all(a != b for a, b in pairs)

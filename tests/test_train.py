@@ -73,3 +73,15 @@ def test_bad_training_arguments():
         TrainConfig(optimizer="lbfgs").validate()
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0.0).validate()
+
+
+def test_a_diverging_run_stops_instead_of_caching_nan_weights():
+    x, y = data()
+    with pytest.raises(RuntimeError, match=r"train: training diverged \(mean loss nan in epoch \d\)"):
+        train_model(fresh(x), x, y, TrainConfig(epochs=2, lr=1e12), seed=0, progress=False)
+
+
+def test_labels_beyond_the_models_classes_are_refused_at_the_first_step():
+    x, y = data()
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\), got values in \[3, 6\]"):
+        train_model(fresh(x), x, y + 3, TrainConfig(epochs=1), seed=0, progress=False)
