@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
+# seconds a notebook cell may go without a reply before its notebook is run again (kdfair run --cell-timeout)
+CELL_TIMEOUT ?= 3600
 
 .PHONY: test test-fast reproduce readme lab benchmark clean-runs
 
@@ -21,7 +23,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 reproduce: $(STAMP)
-	$(BIN)/kdfair run --profile $(PROFILE)
+	$(BIN)/kdfair run --profile $(PROFILE) --cell-timeout $(CELL_TIMEOUT)
 
 readme: $(STAMP)
 	$(BIN)/kdfair readme runs/$(PROFILE) --readme README.md

@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_series
 
     report = run_series(args.profile, _overrides(args), runs_dir=args.runs_dir, data_dir=args.data_dir,
-                        device=args.device, progress=not args.quiet)
+                        device=args.device, progress=not args.quiet, cell_timeout=args.cell_timeout)
     print(f"report: {report}")
     return 0
 
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="execute the notebook series and write the report into <runs>/<profile> "
                                    "(<runs>/<profile>+<hash> when --set changes the profile)")
     common(r)
+    r.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                   help="bound the wait for any one notebook cell; a notebook that times out is run once more "
+                        "(guards against a rare lost kernel reply; choose it well above the slowest cell)")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("readme", help="put a run's claims table into the README (between its claims markers)")

@@ -435,7 +435,8 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str
              if f.name in ("model.pt", "logits.npz", "train_logits.npz")}
     class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
     meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "data_sha256": data_sha256, "files": files,
-            "shapes": {name: list(v.shape) for name, v in logits.items()}, **identity, "environment": environment(device),
+            "shapes": {name: list(v.shape) for name, v in logits.items()}, **identity,
+            "environment": environment(device),
             "train_seconds": seconds, "loss": history["loss"], "test_accuracy": float(overall[0]),
             "test_class_accuracy": class_acc[0].tolist(), "device": str(device), "recipe": recipe.to_dict()}
     save_json(folder / "meta.json", seal(meta))

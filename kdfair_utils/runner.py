@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import save_json
-from .checks import check_device, check_dir_path, check_writable_dir
+from .checks import check_device, check_dir_path, check_number, check_writable_dir
 from .experiments import EXPERIMENTS, Profile, get_profile
 from .grid import model_specs
 from .paths import checkout_dir, default_data_dir, default_runs_dir
@@ -63,7 +63,7 @@ def machine_description(device: str) -> str:
 
 def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,
                data_dir: str | Path | None = None, device: str = "auto", notebooks: list[Path] | None = None,
-               progress: bool = True) -> Path:
+               progress: bool = True, cell_timeout: float | None = None) -> Path:
     """Execute the series with papermill into ``<runs>/<run name>`` and write the report; returns
     the report's path.
 
@@ -71,12 +71,21 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     value is a ``ValueError`` before any notebook runs. A notebook without the standard
     parameters (:data:`PARAMETERS`) is a ``ValueError`` too. A failing notebook raises
     ``RuntimeError`` naming the notebook, the cell and the error.
+
+    ``cell_timeout`` (seconds, default none) bounds the wait for any one cell. Rarely, a kernel
+    finishes a cell but its reply never reaches the client (a known, intermittent papermill /
+    jupyter_client hang: kernel idle, client waiting forever). With a timeout, such a notebook is
+    run again — every model it trained is cached, so the rerun resumes — for as long as each
+    timed-out attempt trained a model; a second timeout without one is a ``RuntimeError``.
     """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
     from tqdm.auto import tqdm
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
     check_device(device)
+    if cell_timeout is not None:
+        check_number(cell_timeout, "cell_timeout", minimum=0, min_inclusive=False)
     runs = check_writable_dir(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir").resolve()
     data = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir").resolve()
     out = runs / resolved.run_name
@@ -130,12 +139,28 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
             current["name"] = nb.name
             bar.set_postfix_str(status())
             start = time.perf_counter()
-            try:
-                pm.execute_notebook(str(nb), str(out / nb.name), cwd=str(nb.parent), parameters=params,
-                                    kernel_name="python3", progress_bar=False, config=kernel_config)
-            except pm.PapermillExecutionError as exc:
-                raise RuntimeError(f"{nb.name} failed in cell {exc.cell_index} ({exc.ename}: {exc.evalue}); "
-                                   f"executed notebook: {out / nb.name}") from None
+            idle_timeouts = 0
+            while True:
+                before = cached()
+                try:
+                    pm.execute_notebook(str(nb), str(out / nb.name), cwd=str(nb.parent), parameters=params,
+                                        kernel_name="python3", progress_bar=False, config=kernel_config,
+                                        execution_timeout=cell_timeout)
+                    break
+                except pm.PapermillExecutionError as exc:
+                    raise RuntimeError(f"{nb.name} failed in cell {exc.cell_index} ({exc.ename}: {exc.evalue}); "
+                                       f"executed notebook: {out / nb.name}") from None
+                except CellTimeoutError:
+                    # a timeout while models were being trained is progress (they are cached): go on;
+                    # a second one without progress is a real failure
+                    idle_timeouts += cached() == before
+                    if idle_timeouts == 2:
+                        raise RuntimeError(f"{nb.name}: a cell gave no reply within {cell_timeout:g} s, twice, "
+                                           "without training a model; raise --cell-timeout if a cell is slower "
+                                           "than that") from None
+                    tqdm.write(f"  {nb.name}: a cell gave no reply within {cell_timeout:g} s (a lost kernel message, "
+                               "or a cell slower than the timeout); running the notebook again, cached models "
+                               "are reused")
             timings[nb.name] = time.perf_counter() - start
             if progress:
                 tqdm.write(f"  {nb.name}: {timings[nb.name]:.0f} s · models {cached()}/{len(expected)} cached")

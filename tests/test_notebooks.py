@@ -104,11 +104,33 @@ def test_a_failing_notebook_names_the_cell(tmp_path):
         runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
 
 
+@pytest.mark.slow
+def test_a_cell_without_reply_is_run_once_more_then_reported(tmp_path, capsys):
+    """The guard against a lost kernel reply: a cell that outlives the timeout once is retried."""
+    mark = tmp_path / "slow-once"
+    slow = tmp_path / "01_slow.ipynb"
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell("\n".join(f"{name} = None" for name in runner.PARAMETERS))
+    p.metadata["tags"] = ["parameters"]
+    sleeper = ("import pathlib, time\nmark = pathlib.Path({!r})\n{}time.sleep(60)")
+    once = "if not mark.exists():\n    mark.touch()\n    "
+    nb.cells = [p, nbformat.v4.new_code_cell(sleeper.format(str(mark), once))]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, slow)
+    runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[slow], cell_timeout=5)
+    assert "01_slow.ipynb: a cell gave no reply within 5 s" in capsys.readouterr().out and mark.exists()
+    nb.cells[1] = nbformat.v4.new_code_cell(sleeper.format(str(mark), ""))  # always too slow
+    nbformat.write(nb, slow)
+    with pytest.raises(RuntimeError, match=r"01_slow.ipynb: a cell gave no reply within 5 s, twice, without training"):
+        runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[slow], cell_timeout=5, progress=False)
+
+
 # ----------------------------------------------------------------------------- slow: end to end
 @pytest.fixture(scope="module")
 def tiny_series(tmp_path_factory):
     root = tmp_path_factory.mktemp("series")
-    report = runner.run_series("quick", TINY, runs_dir=root / "runs", data_dir=root / "data", progress=False)
+    report = runner.run_series("quick", TINY, runs_dir=root / "runs", data_dir=root / "data", progress=False,
+                               cell_timeout=600)
     from kdfair_utils.results import load_results
 
     return root, report, load_results(report.parent)
@@ -169,6 +191,7 @@ def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
     root, report, _ = tiny_series
     models_before = sorted((root / "runs" / "models").iterdir())
     args = [sys.executable, "-m", "papermill", str(NOTEBOOKS[4]), str(tmp_path / "out.ipynb"),
+            "--execution-timeout", "600",
             "--cwd", str(NOTEBOOKS[4].parent), "-k", "python3", "-y", "OVERRIDES: " + json.dumps(TINY)]
     env = {**os.environ, "KDFAIR_RUNS": str(root / "runs"), "KDFAIR_DATA": str(root / "data")}
     subprocess.run(args, check=True, capture_output=True, env=env)
@@ -187,6 +210,7 @@ def test_a_bad_notebook_parameter_fails_in_the_first_cell_and_writes_nothing(par
     """Notebook 01 run alone with the papermill CLI: its setup cell names the bad parameter."""
     runs, data = tmp_path / "runs", tmp_path / "data"
     args = [sys.executable, "-m", "papermill", str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"),
+            "--execution-timeout", "600",
             "--cwd", str(NOTEBOOKS[0].parent), "-k", "python3", *parameter]
     env = {**os.environ, "KDFAIR_RUNS": str(runs), "KDFAIR_DATA": str(data)}
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
@@ -201,6 +225,7 @@ def test_kdfair_run_quick_end_to_end(tmp_path):
 
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "kdfair_utils.cli", "run", "--profile", "quick",
+                           "--cell-timeout", "2400",
                            "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, cwd=tmp_path)
     elapsed = time.perf_counter() - start
