@@ -96,26 +96,34 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``kdfair: error: ...``), like every other error of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = "" if self.prog == "kdfair" else f"{self.prog.split()[-1]}: "
+        self.exit(2, f"kdfair: error: {where}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdfair", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="kdfair", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-        p.add_argument("--runs-dir", type=Path, default=None,
+        p.add_argument("--runs-dir", default=None,  # a str: Path("") would silently become "."
                        help="cache of trained models and run folders (default $KDFAIR_RUNS or <checkout>/runs)")
-        p.add_argument("--data-dir", type=Path, default=None, help="datasets (default $KDFAIR_DATA or <checkout>/data)")
+        p.add_argument("--data-dir", default=None, help="datasets (default $KDFAIR_DATA or <checkout>/data)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="a dotted field, e.g. student_train.epochs=5, class_bias.teacher_train.epochs=20, "
                             "analysis.significance=0.01 (see kdfair_utils.experiments)")
-        p.add_argument("--label", help="short for --set label=... (e.g. shape, shape_color)")
-        p.add_argument("--teacher", help="short for --set teacher=...")
-        p.add_argument("--student", help="short for --set student=...")
-        p.add_argument("--seeds", type=int, nargs="+", help="short for --set seeds=...")
-        p.add_argument("--temperatures", type=float, nargs="+", help="short for --set temperatures=...")
+        short = "short for --set <experiment>.{0}=... on grid, --set {0}=... on run"
+        p.add_argument("--label", help=short.format("label") + " (e.g. shape, shape_color)")
+        p.add_argument("--teacher", help=short.format("teacher"))
+        p.add_argument("--student", help=short.format("student"))
+        p.add_argument("--seeds", type=int, nargs="+", help=short.format("seeds"))
+        p.add_argument("--temperatures", type=float, nargs="+", help=short.format("temperatures"))
 
     g = sub.add_parser("grid", help="train (or load) one experiment's grid and print accuracies")
     common(g)

@@ -44,7 +44,6 @@ Trifeature shape with the quick profile:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +55,7 @@ from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
 from .checks import check_choice
 from .datasets import ATTRIBUTES, TWIN_ATTRIBUTES
+from .distill import TEMPERATURE_RANGE
 from .stats import check_significance
 from .train import TrainConfig
 
@@ -218,7 +218,7 @@ def _within_window(experiment: str, temperatures: Any) -> tuple:
     values = tuple(temperatures) if isinstance(temperatures, (list, tuple)) else (temperatures,)
     window = WINDOWS[experiment]
     kept = tuple(t for t in values if isinstance(t, bool) or not isinstance(t, (int, float))
-                 or not math.isfinite(t) or in_window(float(t), window))
+                 or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1] or in_window(float(t), window))
     if not kept:
         raise ValueError(f"none of the temperatures {list(values)} lies in the {experiment} window "
                          f"{window[0]:g}..{window[1]:g}; set {experiment}.temperatures as well (or set "

@@ -355,7 +355,10 @@ def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str,
     distilled from a teacher whose training-set logits have since changed (a repaired teacher
     that came out different, as on a GPU) is stale."""
     path = folder / "meta.json"
-    if not path.exists() or (spec.role == "ds" and teacher_meta is None):
+    if not path.exists():  # never finished: say so when files show it was started (or meta.json deleted)
+        started = folder.is_dir() and any(folder.glob("[!.]*"))
+        return None, "meta.json is missing (training was interrupted, or the file was deleted)" if started else None
+    if spec.role == "ds" and teacher_meta is None:
         return None, None
     try:
         record = load_json(path)

@@ -151,6 +151,8 @@ def series_with(profile: Any = "quick", overrides: Any = None, device: Any = "cp
 # (id, call(runs, data), what the message must say)
 API = [
     *[(f"override {next(iter(o))}={o[next(iter(o))]!r}", grid_with(o), m) for o, m in OVERRIDES],
+    ("bare temperatures=[2000]", lambda r, d: get_profile("quick", {"temperatures": [2000]}),
+     r"main: temperatures\[0\] must be <= 1000"),  # the range, not "outside the class-bias window"
     ("run_grid device='bogus'", grid_args(device="bogus"), "device 'bogus' is not a device"),
     ("run_grid device='cuda:7'", grid_args(device="cuda:7"), "device 'cuda:7'"),
     ("run_grid device=3", grid_args(device=3), "device must be a string"),
@@ -244,6 +246,10 @@ CLI = [
     ("--temperatures 2 2", ["grid", "--temperatures", "2", "2"], "temperatures has duplicates"),
     ("--temperatures inf", ["grid", "--temperatures", "inf"], r"temperatures\[0\] must be finite"),
     ("--set FIELD without =", ["grid", "--set", "seeds"], "--set expects FIELD=VALUE"),
+    ("--seeds 0.5", ["grid", "--seeds", "0.5"], r"grid: argument --seeds: invalid int value: '0.5' \(see kdfair grid"),
+    ("unknown command", ["gird"], "argument command: invalid choice: 'gird'"),
+    ("--runs-dir ''", ["grid", "--runs-dir", ""], "runs_dir must be a folder path, got ''"),
+    ("--data-dir ''", ["grid", "--data-dir", ""], "data_dir must be a folder path, got ''"),
     ("grid --device bogus", ["grid", "--device", "bogus"], "device 'bogus' is not a device"),
     ("grid --runs-dir <file>", ["grid", "--runs-dir", "{file}"], "runs_dir .* is not a folder"),
     ("grid --data-dir <file>", ["grid", "--data-dir", "{file}"], "data_dir .* is not a folder"),

@@ -78,6 +78,7 @@ CORRUPTIONS = {
     "deleted logits": (lambda f: (f / "logits.npz").unlink(), "logits.npz is missing"),
     "deleted weights": (lambda f: (f / "model.pt").unlink(), "model.pt is missing"),
     "truncated meta.json": (lambda f: truncate(f / "meta.json"), "meta.json is unreadable"),
+    "deleted meta.json": (lambda f: (f / "meta.json").unlink(), r"meta.json is missing \(training was interrupted"),
     "edited meta.json": (lambda f: edit_meta(f / "meta.json"), "meta.json does not match its checksum"),
 }
 
