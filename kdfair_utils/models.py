@@ -154,8 +154,8 @@ def load_state_dict(source: str | Path | bytes, name: str | Path | None = None) 
     import io
 
     where = name if name is not None else source if not isinstance(source, bytes) else "checkpoint"
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
-                          weights_only=True)
+        return torch.load(stream, weights_only=True, map_location="cpu")
     except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
         raise ValueError(f"{where}: not a loadable weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
