@@ -3,7 +3,8 @@
 Every model is cached on its own under ``<runs_dir>/models/<role>-<key>/``, where ``key`` hashes
 everything that determines it (data config, architecture, recipe, seed; for a DS also its
 teacher's key, T, α and the T² flag) and the numerics that change its floats on one machine
-(:func:`~kdfair_utils.train.numerics`: CPU thread count, or the device type). So a grid that is
+(:func:`~kdfair_utils.train.numerics`: device type, precision, CPU thread count; and the
+training engine, :data:`ENGINES`). So a grid that is
 called again loads; an interrupted grid resumes; widening the temperature list trains only the
 new students; deleting one model's folder retrains only that model.
 
@@ -16,6 +17,15 @@ error naming the file instead. Any number of runners may share one cache: each m
 claimed with a lock (released by the OS if its holder dies) and re-verified just before
 training, so it is trained once. Weights are read with ``weights_only=True``.
 
+Engines: ``"population"`` (default) trains the models of one role that a runner claims together,
+packed into one network (:mod:`kdfair_utils.population`) in chunks of at most
+``population_size``; ``"single"`` trains one model at a time with
+:func:`~kdfair_utils.train.train_model`. Architectures that cannot be packed always train
+singly (and are keyed so). The chunks are fixed by the grid (balanced slices of its teachers,
+and of its students in spec order), so two runs of one grid pack the same models together;
+a model repaired alone is trained in a smaller chunk and may differ from the original in its
+last digits (a grouped convolution sums in another order than a plain one).
+
 Teacher pairing (the paper does not say): with ``"same_seed"`` the i-th student seed (its
 position in ``seeds``) distils from ``teacher_seeds[i mod len(teacher_seeds)]`` — so with seeds
 0..4 and teachers 0..4, seed k distils from teacher k; ``"first"`` uses the first teacher for
@@ -27,6 +37,7 @@ The named experiments of each profile (the main grid, the 100-class class-bias g
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -40,16 +51,18 @@ import numpy as np
 from .cache import (atomic_write, check_file, config_key, file_lock, file_record, load_json, load_npz,
                     remove_stale_tmp, save_json, save_npz, seal, sha256_bytes, unseal)
 from .class_bias import per_class_accuracy
-from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_mapping,
-                     check_number, check_seeds, check_sequence, is_writable_dir)
+from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_int,
+                     check_mapping, check_number, check_seeds, check_sequence, is_writable_dir)
 from .datasets import Dataset, dataset_config, dataset_sha256, load_dataset
 from .distill import KDLoss, check_temperature
 from .models import MODELS, check_image_size
 from .paths import default_runs_dir
 from .results import Population
-from .train import TrainConfig, numerics
+from .train import TrainConfig, numerics, resolve_precision
 
 PAIRINGS = ("same_seed", "first")
+ENGINES = ("population", "single")
+POPULATION_SIZE = 16  # models per packed chunk; on 2 CPU cores 9-16 LeNet-5 per chunk ran fastest
 
 
 @dataclass(frozen=True)
@@ -159,28 +172,40 @@ class ModelSpec:
         return f"{self.population.name} seed {self.seed}"
 
 
-def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None, *,
-                device: str = "auto") -> list[ModelSpec]:
+def engine_for(arch: str, engine: str) -> str:
+    """The engine that actually trains ``arch``: ``"single"`` for architectures that cannot be packed."""
+    from .population import PACKABLE
+
+    check_choice(engine, "engine", ENGINES)
+    return engine if arch in PACKABLE else "single"
+
+
+def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None, *, device: str = "auto",
+                precision: str = "auto", engine: str = "population") -> list[ModelSpec]:
     """Teachers first (DS need them), then NDS, then DS by temperature and seed.
 
     ``data_config`` defaults to :func:`~kdfair_utils.datasets.dataset_config` of the grid's data;
-    ``device`` decides the :func:`~kdfair_utils.train.numerics` part of the keys.
+    ``device``, ``precision`` and ``engine`` decide the numerics part of the keys.
     """
     data_config = data_config if data_config is not None else dataset_config(cfg.dataset, cfg.label, **cfg.data_options)
-    common = {"data": data_config, "numerics": numerics(device)}
+    found = numerics(device, precision)
+
+    def common(arch: str) -> dict[str, Any]:
+        return {"data": data_config, "numerics": {**found, "engine": engine_for(arch, engine)}}
+
     teachers = [ModelSpec("teacher", cfg.teacher, seed, None,
-                          config_key({"role": "teacher", "arch": cfg.teacher, **common,
+                          config_key({"role": "teacher", "arch": cfg.teacher, **common(cfg.teacher),
                                       "train": cfg.teacher_train.to_dict(), "seed": seed}))
                 for seed in cfg.teacher_seeds]
     specs = list(teachers)
     for seed in cfg.seeds:
-        key = config_key({"role": "nds", "arch": cfg.student, **common,
+        key = config_key({"role": "nds", "arch": cfg.student, **common(cfg.student),
                           "train": cfg.student_train.to_dict(), "seed": seed})
         specs.append(ModelSpec("nds", cfg.student, seed, None, key))
     for t in cfg.temperatures:
         for i, seed in enumerate(cfg.seeds):
             teacher = teachers[paired_teacher(cfg, i)]
-            key = config_key({"role": "ds", "arch": cfg.student, **common,
+            key = config_key({"role": "ds", "arch": cfg.student, **common(cfg.student),
                               "train": cfg.student_train.to_dict(), "seed": seed, "teacher": teacher.key,
                               "T": float(t), "alpha": float(cfg.alpha), "t2": cfg.t2_scaling})
             specs.append(ModelSpec("ds", cfg.student, seed, float(t), key, teacher.key, teacher.seed))
@@ -390,48 +415,96 @@ def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str,
     return meta, None
 
 
-def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str, folder: Path, device: str,
-               progress: bool, teacher_folder: Path | None, teacher_meta: dict | None) -> dict[str, Any]:
-    import torch
-
+def _teacher_source(spec: ModelSpec, cfg: GridConfig, data: Dataset, teacher_folder: Path,
+                    teacher_meta: dict, cache: dict[str, Any]) -> dict[str, Any]:
+    """What a DS distils from: its teacher's training-set logits (without augmentation) or its
+    teacher model, read once per teacher into ``cache`` (the verified bytes are the bytes used)."""
     from .models import build_model, load_state_dict
-    from .train import predict_logits, seed_everything, train_model, with_normalization
+    from .train import with_normalization
 
-    (folder / "meta.json").unlink(missing_ok=True)  # incomplete until the new meta.json is written
-    size = data.image_shape[1]
-    seed_everything(spec.seed)  # the initial weights depend on the seed alone, not on what ran before
-    net = build_model(spec.arch, data.num_classes, in_channels=data.image_shape[0], image_size=size)
-    model = with_normalization(net, data.train.images)
-    recipe = cfg.teacher_train if spec.role == "teacher" else cfg.student_train
-    kwargs: dict[str, Any] = {}
-    if spec.role == "ds":
-        assert teacher_folder is not None and teacher_meta is not None and spec.temperature is not None
-        kwargs["kd"] = KDLoss(spec.temperature, cfg.alpha, cfg.t2_scaling)
-        name = "train_logits.npz" if recipe.augment == "none" else "model.pt"
-        try:  # the bytes that were verified are the bytes used
+    augmented = cfg.student_train.augment != "none"
+    if spec.teacher_key not in cache:
+        name = "model.pt" if augmented else "train_logits.npz"
+        try:
             blob = check_file(teacher_folder / name, teacher_meta["files"][name])
         except ValueError as exc:
             raise ValueError(f"{teacher_folder / name}: {exc}; run the grid again to retrain it") from None
-        if recipe.augment == "none":
-            kwargs["teacher_logits"] = load_npz(blob)["train"]
-        else:
+        if augmented:
             teacher = with_normalization(build_model(cfg.teacher, data.num_classes, in_channels=data.image_shape[0],
-                                                     image_size=size), data.train.images)
+                                                     image_size=data.image_shape[1]), data.train.images)
             teacher.load_state_dict(load_state_dict(blob, teacher_folder / name))
-            kwargs["teacher"] = teacher
+            cache[spec.teacher_key] = teacher
+        else:
+            cache[spec.teacher_key] = load_npz(blob)["train"]
+    return {"teacher" if augmented else "teacher_logits": cache[spec.teacher_key]}
+
+
+def _initial_model(spec: ModelSpec, data: Dataset):
+    from .models import build_model
+    from .train import seed_everything, with_normalization
+
+    seed_everything(spec.seed)  # the initial weights depend on the seed alone, not on what ran before
+    net = build_model(spec.arch, data.num_classes, in_channels=data.image_shape[0], image_size=data.image_shape[1])
+    return with_normalization(net, data.train.images)
+
+
+def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sha256: str, folders: dict[str, Path],
+                 device: str, precision: str, engine: str, progress: bool, meta: dict[str, dict]) -> list[dict]:
+    """Train ``specs`` (one role, one architecture) and write each model's folder; returns their metas.
+    With the population engine (and a packable architecture) they train as one packed network."""
+    from .population import Member, train_population
+    from .train import train_model
+
+    for spec in specs:
+        (folders[spec.key] / "meta.json").unlink(missing_ok=True)  # incomplete until the new one is written
+    recipe = cfg.teacher_train if specs[0].role == "teacher" else cfg.student_train
+    models = [_initial_model(spec, data) for spec in specs]
+    teacher_cache: dict[str, Any] = {}
+    sources, kds = [], []
+    for spec in specs:
+        if spec.role == "ds":
+            assert spec.temperature is not None and spec.teacher_key is not None
+            sources.append(_teacher_source(spec, cfg, data, folders[spec.teacher_key], meta[spec.teacher_key],
+                                           teacher_cache))
+            kds.append(KDLoss(spec.temperature, cfg.alpha, cfg.t2_scaling))
+        else:
+            sources.append({})
+            kds.append(None)
     start = time.perf_counter()
-    history = train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
-                          progress=progress, desc=spec.name, **kwargs)
-    seconds = time.perf_counter() - start
-    logits = {name: predict_logits(model, split.images, device=device) for name, split in data.eval_splits().items()}
+    if engine_for(specs[0].arch, engine) == "population":
+        members = [Member(spec.seed, kd, name=spec.name, **source) for spec, kd, source in zip(specs, kds, sources)]
+        histories = train_population(models, members, data.train.images, data.train.labels, recipe, device=device,
+                                     progress=progress, precision=precision,
+                                     desc=f"{len(specs)} × {specs[0].arch} ({specs[0].role})")
+    else:
+        histories = [train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
+                                 progress=progress, desc=spec.name, kd=kd, precision=precision, **source)
+                     for spec, model, kd, source in zip(specs, models, kds, sources)]
+    seconds = (time.perf_counter() - start) / len(specs)
+    return [_save_model(spec, model, history, seconds, len(specs), recipe, data, data_sha256, folders[spec.key],
+                        device, precision, meta.get(spec.teacher_key or ""))
+            for spec, model, history in zip(specs, models, histories)]
+
+
+def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: int, recipe: TrainConfig,
+                data: Dataset, data_sha256: str, folder: Path, device: str, precision: str,
+                teacher_meta: dict | None) -> dict[str, Any]:
+    import torch
+
+    from .train import predict_logits
+
+    logits = {name: predict_logits(model, split.images, device=device, precision=precision)
+              for name, split in data.eval_splits().items()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.pt", lambda tmp: torch.save(state, tmp))
     identity: dict[str, str] = {}
     if spec.role == "teacher":
-        train_logits = predict_logits(model, data.train.images, device=device)
+        train_logits = predict_logits(model, data.train.images, device=device, precision=precision)
         save_npz(folder / "train_logits.npz", train=train_logits)
         identity["content_sha256"] = sha256_bytes(np.ascontiguousarray(train_logits).tobytes())
     elif spec.role == "ds":
+        assert teacher_meta is not None
         identity["teacher_content_sha256"] = teacher_meta["content_sha256"]
     save_npz(folder / "logits.npz", **logits)
     files = {f.name: file_record(f) for f in sorted(folder.iterdir())
@@ -439,11 +512,23 @@ def _train_one(spec: ModelSpec, cfg: GridConfig, data: Dataset, data_sha256: str
     class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
     meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "data_sha256": data_sha256, "files": files,
             "shapes": {name: list(v.shape) for name, v in logits.items()}, **identity,
-            "environment": environment(device),
+            "environment": environment(device), "population": chunk,
             "train_seconds": seconds, "loss": history["loss"], "test_accuracy": float(overall[0]),
             "test_class_accuracy": class_acc[0].tolist(), "device": str(device), "recipe": recipe.to_dict()}
     save_json(folder / "meta.json", seal(meta))
     return meta
+
+
+def chunks(specs: list[ModelSpec], size: int) -> list[list[ModelSpec]]:
+    """The grid's fixed training chunks: teachers, then students, each cut into balanced
+    consecutive slices of at most ``size`` models (45 students, size 16 → 15 + 15 + 15)."""
+    out: list[list[ModelSpec]] = []
+    for group in ([s for s in specs if s.role == "teacher"], [s for s in specs if s.role != "teacher"]):
+        if group:
+            n = -(-len(group) // size)
+            bounds = [round(i * len(group) / n) for i in range(n + 1)]
+            out += [group[bounds[i]:bounds[i + 1]] for i in range(n)]
+    return out
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -459,14 +544,17 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
-             device: str = "auto", progress: bool = True) -> GridResult:
+             device: str = "auto", progress: bool = True, precision: str = "auto", engine: str = "population",
+             population_size: int = POPULATION_SIZE) -> GridResult:
     """Train (or load) every model of the grid; returns a :class:`GridResult`.
 
     Every argument is checked first (``ValueError`` naming it, before anything is generated,
     trained or written). Cached folders are verified (see the module docstring); only models
     without an intact folder are trained, each by exactly one of any number of concurrent
     runners. ``result.trained`` and ``result.loaded`` list which, and with ``progress`` a line
-    says so (``grid shape: 49 models — loaded 45 from runs/models, trained 4``).
+    says so (``grid shape: 49 models — loaded 45 from runs/models, trained 4``). ``engine``,
+    ``population_size`` and ``precision``: see the module docstring and
+    :func:`~kdfair_utils.train.resolve_precision`.
     """
     from tqdm.auto import tqdm
 
@@ -474,9 +562,12 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         raise ValueError(f"cfg must be a GridConfig, got {type(cfg).__name__}")
     cfg.validate()
     dev = str(check_device(device))
+    check_choice(engine, "engine", ENGINES)
+    check_int(population_size, "population_size", minimum=1)
+    precision = resolve_precision(precision, dev)
     runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir")
     models_dir = runs / "models"
-    specs = model_specs(cfg, device=dev)
+    specs = model_specs(cfg, device=dev, precision=precision, engine=engine)
     writable = is_writable_dir(models_dir)  # a read-only cache can still be read, if it is complete
     missing = [s for s in specs if not (models_dir / s.dirname / "meta.json").exists()]
     if missing and not writable:
@@ -505,37 +596,47 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     bar = tqdm(total=len(pending), desc=f"grid {cfg.label}: loaded {len(loaded)}, training {len(pending)}",
                disable=not progress or not pending)
 
-    def claim(spec: ModelSpec, blocking: bool) -> bool:
-        """Under the model's lock: re-verify (another runner may have finished it), else train."""
-        with file_lock(runs / ".locks" / f"{spec.dirname}.lock", blocking=blocking) as got:
-            if not got:
-                return False
-            folder = folders[spec.key]
-            teacher_meta = meta.get(spec.teacher_key or "")
-            found, reason = verify_model(folder, spec, data, data_sha, teacher_meta)
-            if found is not None:
-                loaded.append(spec)
-            else:
+    def claim(chunk: list[ModelSpec], blocking: bool) -> bool:
+        """Under the locks of every model of the chunk: re-verify each (another runner may have
+        finished it), then train the rest together. ``False`` if another runner holds any lock."""
+        with contextlib.ExitStack() as stack:
+            for spec in chunk:
+                if not stack.enter_context(file_lock(runs / ".locks" / f"{spec.dirname}.lock", blocking=blocking)):
+                    return False
+            todo = []
+            for spec in chunk:
+                folder = folders[spec.key]
+                found, reason = verify_model(folder, spec, data, data_sha, meta.get(spec.teacher_key or ""))
+                if found is not None:
+                    loaded.append(spec)
+                    meta[spec.key] = found
+                    bar.update(1)
+                    continue
                 if reason is not None:
                     repaired[spec.key] = reason
                     tqdm.write(f"retraining {spec.name} ({folder.name}): {reason}", file=sys.stderr)
                 remove_stale_tmp(folder)
-                bar.set_postfix_str(spec.name)
-                teacher = folders.get(spec.teacher_key) if spec.teacher_key else None
-                found = _train_one(spec, cfg, data, data_sha, folder, dev, progress, teacher, teacher_meta)
-                trained.append(spec)
-            meta[spec.key] = found
-            bar.update(1)
+                todo.append(spec)
+            if todo:
+                bar.set_postfix_str(f"{todo[0].name}" + (f" + {len(todo) - 1} more" if len(todo) > 1 else ""))
+                metas = _train_chunk(todo, cfg, data, data_sha, folders, dev, precision, engine, progress, meta)
+                for spec, found in zip(todo, metas):
+                    meta[spec.key] = found
+                    trained.append(spec)
+                bar.update(len(todo))
             return True
 
-    while pending:
-        ready = [s for s in pending if s.teacher_key is None or s.teacher_key in meta]
-        done = [s for s in ready if claim(s, blocking=False)]
-        if not done:  # every ready model is being trained by another runner: wait for the first
-            tqdm.write(f"waiting for another runner to finish {ready[0].name} ({ready[0].dirname})", file=sys.stderr)
+    waiting = [[s for s in chunk if s in pending] for chunk in chunks(specs, population_size)]
+    waiting = [chunk for chunk in waiting if chunk]
+    while waiting:
+        ready = [c for c in waiting if all(s.teacher_key is None or s.teacher_key in meta for s in c)]
+        done = [c for c in ready if claim(c, blocking=False)]
+        if not done:  # every ready chunk is being trained by another runner: wait for the first
+            tqdm.write(f"waiting for another runner to finish {ready[0][0].name} ({ready[0][0].dirname})",
+                       file=sys.stderr)
             claim(ready[0], blocking=True)
             done = [ready[0]]
-        pending = [s for s in pending if s not in done]
+        waiting = [c for c in waiting if c not in done]
     bar.close()
     order = {s.key: i for i, s in enumerate(specs)}
     trained.sort(key=lambda s: order[s.key])
