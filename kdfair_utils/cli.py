@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .experiments import EXPERIMENTS, PROFILES, get_profile
+from .grid import POPULATION_SIZE
 
 SHORTCUTS = ("label", "teacher", "student", "seeds", "temperatures")
 
@@ -64,12 +65,21 @@ def _overrides(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .grid import run_grid
+    from .scaleout import run_grid_workers
     from .results import summarize
 
     profile = get_profile(args.profile, _overrides(args, prefix=f"{args.experiment}."))
     cfg = profile.experiment(args.experiment)
-    result = run_grid(cfg, runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
+    slurm = {name: value for name, value in (("slurm_partition", args.slurm_partition),
+                                             ("slurm_gpus_per_task", args.slurm_gpus_per_task),
+                                             ("timeout_min", args.slurm_time), ("cpus_per_task", args.slurm_cpus_per_task),
+                                             ("mem_gb", args.slurm_mem_gb)) if value is not None}
+    if slurm and args.executor != "submitit":
+        raise ValueError("--slurm-* options need --executor submitit")
+    result = run_grid_workers(cfg, workers=args.workers, executor=args.executor, cluster=args.cluster, slurm=slurm,
+                              runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device,
+                              precision=args.precision, engine=args.engine, population_size=args.population_size,
+                              progress=not args.quiet)
     print(f"profile {args.profile}, experiment {args.experiment}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> "
           f"{cfg.student}, {len(result.specs)} models (loaded {len(result.loaded)}, trained {len(result.trained)})")
     table = summarize(result.table(), "accuracy").frame()
@@ -129,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(g)
     g.add_argument("--experiment", default="main", choices=EXPERIMENTS,
                    help="which grid of the profile: main (notebooks 02-06) or class_bias (notebook 03's 100 classes)")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (part of the cache key; "
+                        "the notebooks use auto)")
+    g.add_argument("--engine", default="population", choices=("population", "single"),
+                   help="population: students (and teachers) of a chunk train together, packed; single: one at a time")
+    g.add_argument("--population-size", type=int, default=POPULATION_SIZE, metavar="N",
+                   help=f"most models packed into one training chunk (memory bound; default {POPULATION_SIZE})")
+    g.add_argument("--executor", default="local", choices=("local", "submitit"),
+                   help="local: this process; submitit: --workers array tasks (SLURM, or local processes)")
+    g.add_argument("--workers", type=int, default=1, help="array tasks sharing the cache (submitit)")
+    g.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local", "debug"),
+                   help="submitit cluster: auto = SLURM where sbatch exists, else local processes")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-gpus-per-task", type=int, default=None)
+    g.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="time limit of each task")
+    g.add_argument("--slurm-cpus-per-task", type=int, default=None)
+    g.add_argument("--slurm-mem-gb", type=float, default=None)
     g.set_defaults(func=cmd_grid)
 
     r = sub.add_parser("run", help="execute the notebook series and write the report into <runs>/<profile> "

@@ -85,8 +85,10 @@ class LeNet5(nn.Module):
         self.fc3 = nn.Linear(84, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        # relu(maxpool(x)) == maxpool(relu(x)) exactly, gradients included (ReLU is monotone and
+        # passes no gradient at x <= 0); pooling first runs the ReLU on a quarter of the values
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return F.relu(self.fc2(x))
 

@@ -236,6 +236,16 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
     single = models[0]
     packed = pack(models).to(dev).to(memory_format=torch.channels_last).train()
     x_all = torch.as_tensor(images, device=dev)
+    # Normalise the training set once instead of every batch, where every model (and teacher) has
+    # the same input statistics (always so in a grid): the same elementwise arithmetic, in the
+    # same order, so bit-identical inputs; flips and shifts commute with it. Under bf16 autocast
+    # the first convolution casts its input to bf16 anyway, so it is stored as bf16.
+    stats = _shared_normalization(packed, [m.teacher for m in members if m.teacher is not None], p)
+    if stats is not None:
+        x_all = _normalized(x_all, *stats, torch.bfloat16 if precision == "bf16" else torch.float32)
+        x_all = x_all.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # stored NHWC (channels_last)
+        entry = packed[0]
+        packed[0] = nn.Identity()
     y_all = torch.as_tensor(labels, dtype=torch.long, device=dev)
     # distinct batch streams (one per seed) and distinct teachers, each used once per step
     seeds = sorted({m.seed for m in members})
@@ -268,7 +278,15 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
         running = torch.zeros(p, dtype=torch.float64, device=dev)
         for start in range(0, n, cfg.batch_size):
             idx = [perm[start:start + cfg.batch_size] for perm in perms]
-            if cfg.augment == "none":  # gather and pack as uint8, convert once
+            if stats is not None and cfg.augment == "none":  # one copy into the packed layout
+                xs = [x_all[i] for i in idx]
+                b, c, h, w = xs[0].shape
+                x = torch.stack([xs[s].permute(0, 2, 3, 1) for s in stream], dim=3).view(b, h, w, p * c)
+                x = x.permute(0, 3, 1, 2)
+            elif stats is not None:
+                xs = [_augment(x_all[i], cfg.augment, g) for i, g in zip(idx, gens)]
+                x = pack_inputs(torch.stack([xs[s] for s in stream]))
+            elif cfg.augment == "none":  # gather and pack as uint8, convert once
                 xs = [x_all[i] for i in idx]
                 x = pack_inputs(torch.stack([xs[s] for s in stream])).float().div_(255.0)
             else:
@@ -281,7 +299,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
                 out = unpack_outputs(packed(x), p).float()
                 t_out = None
                 if distilling:
-                    t_out = _teacher_outputs(members, stream, idx, xs, logit_tables, out)
+                    t_out = _teacher_outputs(members, stream, idx, xs, logit_tables, out, stats is not None)
             if step == 0:
                 for i, m in enumerate(members):
                     check_logits(out[i], t_out[i] if t_out is not None else out[i], y[i])
@@ -303,6 +321,8 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
                 raise RuntimeError(f"{members[i].name}: training diverged (mean loss {value} in epoch "
                                    f"{len(histories[i]['loss'])}); lower the learning rate or set grad_clip")
         bar.set_postfix(loss=f"{float(np.mean(epoch)):.3f}")
+    if stats is not None:
+        packed[0] = entry
     packed.eval()
     unpack(packed.cpu(), models)
     for model in models:
@@ -310,10 +330,38 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
     return histories
 
 
+def _shared_normalization(packed: nn.Module, teachers: list[nn.Module],
+                          p: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(mean, std)`` ``[1, C, 1, 1]`` when the packed network starts with a :class:`Normalize`
+    whose P blocks are equal and every teacher starts with the same one; else None."""
+    if not isinstance(packed, nn.Sequential) or not isinstance(packed[0], Normalize):
+        return None
+    mean, std = packed[0].mean.chunk(p, dim=1), packed[0].std.chunk(p, dim=1)
+    if any(not torch.equal(m, mean[0]) for m in mean) or any(not torch.equal(s, std[0]) for s in std):
+        return None
+    for t in teachers:
+        if (not isinstance(t, nn.Sequential) or not isinstance(t[0], Normalize)
+                or not torch.equal(t[0].mean.to(mean[0].device), mean[0])
+                or not torch.equal(t[0].std.to(std[0].device), std[0])):
+            return None
+    return mean[0], std[0]
+
+
+def _normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,
+                chunk: int = 4096) -> torch.Tensor:
+    """uint8 images → ``(x / 255 − mean) / std`` (as :class:`Normalize` after the loader's scaling), in chunks."""
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].float().div_(255.0)
+        out[start:start + chunk] = (part - mean.to(x.device)) / std.to(x.device)
+    return out
+
+
 def _teacher_outputs(members: Sequence[Member], stream: list[int], idx: list[torch.Tensor], xs: list[torch.Tensor],
-                     logit_tables: dict[int, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+                     logit_tables: dict[int, torch.Tensor], out: torch.Tensor, normalized: bool) -> torch.Tensor:
     """Teacher logits ``[P, B, C]``: rows of the cached tables, or one forward of each distinct
-    (teacher, batch stream) pair on the augmented batch, shared by every member that needs it."""
+    (teacher, batch stream) pair on the augmented batch, shared by every member that needs it
+    (``normalized``: the batch is already normalised, so the teacher's own :class:`Normalize` is skipped)."""
     rows: list[torch.Tensor] = []
     computed: dict[tuple[int, int], torch.Tensor] = {}
     zeros = None
@@ -324,8 +372,9 @@ def _teacher_outputs(members: Sequence[Member], stream: list[int], idx: list[tor
             key = (id(m.teacher), s)
             if key not in computed:
                 x = xs[s].float().div(255.0) if xs[s].dtype == torch.uint8 else xs[s]
+                net = m.teacher[1:] if normalized else m.teacher
                 with torch.no_grad():
-                    computed[key] = m.teacher(x.contiguous(memory_format=torch.channels_last)).float()
+                    computed[key] = net(x.contiguous(memory_format=torch.channels_last)).float()
             rows.append(computed[key])
         else:
             zeros = zeros if zeros is not None else torch.zeros_like(out[0])

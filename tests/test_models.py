@@ -51,3 +51,30 @@ def test_bad_model_arguments():
         build_model("lenet5", 10, image_size=12)
     with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet20", 1)
+
+
+def test_lenet5_pools_before_relu_with_identical_values_and_gradients():
+    """LeNet-5 runs ReLU after max-pooling (cheaper); the textbook order gives the same floats."""
+    import torch
+    from torch.nn import functional as F
+
+    from kdfair_utils.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, image_size=32)
+    x = torch.randn(16, 3, 32, 32)
+
+    def textbook(m, x):
+        x = F.max_pool2d(F.relu(m.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(m.conv2(x)), 2)
+        x = F.relu(m.fc2(F.relu(m.fc1(torch.flatten(x, 1)))))
+        return m.fc3(x)
+
+    grads = []
+    for forward in (model, lambda x: textbook(model, x)):
+        model.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        grads.append((out.detach().clone(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1]))

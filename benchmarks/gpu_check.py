@@ -1,0 +1,204 @@
+"""The GPU check: does the CUDA path agree with the CPU, how fast is it, and what would the
+paper's CIFAR-100 Table 1 grid cost? Under 8 minutes on one H100 (``--reduced``: seconds on a CPU,
+a smoke test the test suite runs so that this script cannot rot).
+
+1. **Agreement.** A tiny Trifeature grid (ResNet-8 teacher, LeNet-5 students, T = 2 and 8, two
+   seeds) trained with the population engine in fp32 on the CPU and on ``--device`` (fp32, TF32
+   off; then at its default precision, bf16 on CUDA). Two devices sum floats in different orders,
+   so trained models drift apart slowly; the stated tolerance is on predictions: every
+   population's test predictions agree on at least ``AGREEMENT`` of the images, and its mean
+   accuracy differs by at most ``ACCURACY_POINTS`` points. A single packed training step is also
+   compared weight by weight (fp32 both sides, bound ``STEP_TOLERANCE``).
+2. **Throughput** (train model-images/s) of one model at a time (:func:`train_model`) and of a
+   population (:func:`train_population`) for LeNet-5 and ResNet-20 students, synthetic 32×32 data.
+3. **Projection** of the paper's CIFAR-100 Table 1 grid (5 ResNet-56 teachers, 5 NDS and 9 T × 5
+   DS ResNet-20 students, 240 epochs of 50,000 images, flip + 4-pixel translate): measured
+   ResNet-56 and population ResNet-20 (5 teachers run once per batch stream) rates, scaled.
+
+Usage: python benchmarks/gpu_check.py [--device cuda] [--out gpu_check.json] [--reduced]
+Exit status 1 if the agreement check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+AGREEMENT = 0.95        # share of test predictions two devices must agree on, per population
+ACCURACY_POINTS = 2.0   # largest difference of a population's mean test accuracy (points)
+STEP_TOLERANCE = 1e-3   # largest weight difference after one packed fp32 step (TF32 off)
+PAPER_TABLE1 = {"teachers": 5, "students": 5 + 9 * 5, "epochs": 240, "images": 50_000}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def agreement(device: str, reduced: bool, work: Path) -> dict:
+    from kdfair_utils.grid import GridConfig, run_grid
+    from kdfair_utils.train import TrainConfig
+
+    grid = GridConfig(data_options={"image_size": 16 if reduced else 32, "per_combination": 1 if reduced else 2},
+                      teacher="resnet8", student="lenet5", teacher_seeds=(0,), seeds=(0, 1), temperatures=(2, 8),
+                      teacher_train=TrainConfig(epochs=1 if reduced else 4, batch_size=64, lr=0.05),
+                      student_train=TrainConfig(epochs=1 if reduced else 6, batch_size=64, lr=0.02, grad_clip=20.0))
+    runs = {}
+    for name, dev, precision in (("cpu fp32", "cpu", "fp32"), (f"{device} fp32", device, "fp32"),
+                                 (f"{device} default", device, "auto")):
+        if dev.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+            torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        runs[name] = run_grid(grid, runs_dir=work / name.replace(" ", "-"), data_dir=work / "data", device=dev,
+                              precision=precision, progress=False)
+    ref = runs["cpu fp32"]
+    y = ref.dataset.test.labels
+    rows, ok = [], True
+    for name, result in runs.items():
+        if name == "cpu fp32":
+            continue
+        for pop in ref.populations():
+            a, b = ref.predictions(pop), result.predictions(pop)
+            agree = float((a == b).mean())
+            acc_gap = 100 * abs(float((a == y).mean()) - float((b == y).mean()))
+            passed = agree >= AGREEMENT and acc_gap <= ACCURACY_POINTS
+            ok &= passed
+            rows.append({"run": name, "population": pop.name, "agreement": agree, "accuracy_gap_points": acc_gap,
+                         "cpu_accuracy": 100 * float((a == y).mean()), "passed": passed})
+    return {"rows": rows, "passed": ok}
+
+
+def one_step(device: str) -> float:
+    """Largest weight difference between a packed fp32 SGD step on the CPU and on ``device``."""
+    import copy
+
+    from kdfair_utils.models import build_model
+    from kdfair_utils.population import Member, train_population
+    from kdfair_utils.train import TrainConfig, seed_everything
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64)
+    seed_everything(0)
+    models = [build_model("resnet8", 10) for _ in range(3)]
+    moved = [copy.deepcopy(m) for m in models]
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+    members = [Member(s) for s in (0, 1, 2)]
+    train_population(models, members, images, labels, cfg, device="cpu", progress=False, precision="fp32")
+    train_population(moved, members, images, labels, cfg, device=device, progress=False, precision="fp32")
+    return max(float((a.state_dict()[k].cpu().double() - b.state_dict()[k].cpu().double()).abs().max())
+               for a, b in zip(models, moved) for k in a.state_dict())
+
+
+def throughput(arch: str, teacher_arch: str | None, members: int, *, device: str, images: int, classes: int,
+               augment: str, streams: int, epochs: int = 1) -> dict:
+    """Train model-images/s of one model (``train_model``) and of ``members`` packed together."""
+    from kdfair_utils.distill import KDLoss
+    from kdfair_utils.models import build_model
+    from kdfair_utils.population import Member, train_population
+    from kdfair_utils.train import TrainConfig, seed_everything, train_model, with_normalization
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, classes, images)
+    cfg = TrainConfig(epochs=epochs, batch_size=128, augment=augment, grad_clip=20.0)
+    seed_everything(0)
+    teacher = None if teacher_arch is None else with_normalization(build_model(teacher_arch, classes), x)
+
+    def model():
+        return with_normalization(build_model(arch, classes), x)
+
+    def member(i):
+        if teacher is None:
+            return Member(i % streams)
+        return Member(i % streams, KDLoss(2.0 + i // streams), teacher=teacher)
+
+    def run_single():
+        kd = {} if teacher is None else {"kd": KDLoss(4.0), "teacher": teacher}
+        train_model(model(), x, y, cfg, seed=0, device=device, progress=False, **kd)
+
+    def run_population():
+        train_population([model() for _ in range(members)], [member(i) for i in range(members)], x, y, cfg,
+                         device=device, progress=False)
+
+    out = {}
+    for name, fn, count in (("single", run_single, 1), ("population", run_population, members)):
+        fn()  # warm-up (kernel selection, allocator)
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        out[f"{name}_img_per_s"] = images * epochs * count / (time.perf_counter() - start)
+    out["population_speedup"] = out["population_img_per_s"] / out["single_img_per_s"]
+    return out
+
+
+def main() -> int:
+    from kdfair_utils.checks import check_device
+    from kdfair_utils.train import resolve_precision
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--reduced", action="store_true", help="tiny sizes, for a CPU smoke test")
+    a = ap.parse_args()
+    device = str(check_device(a.device))
+    started = time.perf_counter()
+    info = {"device": device, "torch": torch.__version__, "machine": platform.machine(),
+            "precision": resolve_precision("auto", device),
+            "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None}
+    print(json.dumps(info))
+    with tempfile.TemporaryDirectory() as tmp:
+        check = agreement(device, a.reduced, Path(tmp))
+    check["one_step_max_weight_diff"] = one_step(device)
+    check["passed"] = check["passed"] and check["one_step_max_weight_diff"] <= STEP_TOLERANCE
+    for row in check["rows"]:
+        print(f"agreement {row['run']:<14} {row['population']:<9} {100 * row['agreement']:6.1f} % of predictions, "
+              f"accuracy gap {row['accuracy_gap_points']:.2f} points {'ok' if row['passed'] else 'FAILED'}")
+    print(f"one packed fp32 step, cpu vs {device}: max weight difference {check['one_step_max_weight_diff']:.2e} "
+          f"(bound {STEP_TOLERANCE:g})")
+    n = 256 if a.reduced else 10_000
+    m = 4 if a.reduced else 16
+    speed = {
+        "lenet5": throughput("lenet5", None, m, device=device, images=n, classes=10, augment="none", streams=m),
+        "resnet20": throughput("resnet20" if not a.reduced else "resnet8", None, m, device=device, images=n,
+                               classes=100, augment="flip_translate", streams=m),
+        "resnet56": throughput("resnet56" if not a.reduced else "resnet8", None, 5 if not a.reduced else 2,
+                               device=device, images=n, classes=100, augment="flip_translate", streams=5),
+        "resnet20_kd": throughput("resnet20" if not a.reduced else "resnet8", "resnet56" if not a.reduced else "resnet8",
+                                  50 if not a.reduced else 4, device=device, images=n, classes=100,
+                                  augment="flip_translate", streams=5 if not a.reduced else 2),
+    }
+    for name, row in speed.items():
+        print(f"throughput {name:<12} one model {row['single_img_per_s']:>10,.0f} img/s, population "
+              f"{row['population_img_per_s']:>10,.0f} model-img/s ({row['population_speedup']:.2f}x)")
+    t = PAPER_TABLE1
+    work = t["epochs"] * t["images"]
+    teachers_s = work * t["teachers"] / speed["resnet56"]["population_img_per_s"]
+    students_s = work * t["students"] / speed["resnet20_kd"]["population_img_per_s"]
+    naive_s = work * (t["teachers"] / speed["resnet56"]["single_img_per_s"]
+                      + t["students"] / speed["resnet20_kd"]["single_img_per_s"])
+    projection = {"teachers_hours": teachers_s / 3600, "students_hours": students_s / 3600,
+                  "total_hours": (teachers_s + students_s) / 3600, "one_at_a_time_hours": naive_s / 3600}
+    print(f"projected CIFAR-100 Table 1 grid ({t['teachers']} ResNet-56 teachers, {t['students']} ResNet-20 "
+          f"students, {t['epochs']} epochs × {t['images']:,} images): {projection['total_hours']:.1f} h with "
+          f"populations ({projection['teachers_hours']:.1f} h teachers), "
+          f"{projection['one_at_a_time_hours']:.1f} h one model at a time")
+    summary = {"info": info, "agreement": check, "throughput": speed, "projection": projection,
+               "seconds": time.perf_counter() - started, "reduced": a.reduced}
+    if a.out:
+        Path(a.out).write_text(json.dumps(summary, indent=2))
+    print(f"gpu check {'passed' if check['passed'] else 'FAILED'} in {summary['seconds']:.0f} s")
+    return 0 if check["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The benchmark scripts run (reduced sizes), so they cannot rot."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
+def test_bench_grid_reduced_prints_a_checkable_last_line(data_dir):
+    proc = run("bench_grid.py", "--reduced", "--epochs", "1", "--sample", "1", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    match = re.fullmatch(r"speed-up vs naive: ([0-9.]+)x, vs one-at-a-time: ([0-9.]+)x", lines[-1])
+    assert match and float(match[1]) > 0 and float(match[2]) > 0
+    assert any(line.startswith("population fp32") for line in lines)
+    assert "CIFAR-100-shaped slice" in proc.stdout
+
+
+def test_gpu_check_reduced_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = run("gpu_check.py", "--reduced", "--device", "cpu", "--out", str(out))
+    summary = json.loads(out.read_text())
+    assert proc.returncode == (0 if summary["agreement"]["passed"] else 1), proc.stderr
+    assert summary["agreement"]["one_step_max_weight_diff"] == 0.0  # CPU vs CPU: the same floats
+    assert {"lenet5", "resnet20", "resnet56", "resnet20_kd"} <= set(summary["throughput"])
+    hours = summary["projection"]
+    assert hours["total_hours"] == pytest.approx(hours["teachers_hours"] + hours["students_hours"])
+    assert hours["teachers_hours"] > 0
+    assert f"gpu check {'passed' if summary['agreement']['passed'] else 'FAILED'}" in proc.stdout
