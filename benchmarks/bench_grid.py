@@ -142,6 +142,7 @@ def main() -> None:
     grid = profile.main
     if a.reduced:
         grid = grid.replace(**{"data_options.image_size": 16, "data_options.per_combination": 1, "seeds": (0, 1),
+                               "data_options.test_per_combination": 0, "data_options.twins_per_combination": 0,
                                "temperatures": (2, 4), "student_train.batch_size": 64})
     data = load_dataset(grid.dataset, grid.label, data_dir=a.data_dir, **grid.data_options)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, population precision "

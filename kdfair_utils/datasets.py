@@ -34,6 +34,7 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    source: np.ndarray | None = None  # a twin split: the test image each row is the twin of
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -150,13 +151,14 @@ def dataset_summary(data: Dataset, attributes: tuple[str, ...] | list[str] = ())
 
 # ----------------------------------------------------------------------------- Trifeature
 def dataset_sha256(data: Dataset) -> str:
-    """sha256 over every array of every split (images, labels, attributes) and the class names:
+    """sha256 over every array of every split (images, labels, attributes, twins' sources) and the class names:
     what a cached model records as the data it was trained on."""
     h = hashlib.sha256(json.dumps({"config": data.config, "classes": data.class_names}, sort_keys=True,
                                   default=str).encode())
     for name, split in {"train": data.train, **data.eval_splits()}.items():
         arrays = {"images": split.images, "labels": split.labels,
-                  **{f"attr_{k}": v for k, v in split.attributes.items()}}
+                  **{f"attr_{k}": v for k, v in split.attributes.items()},
+                  **({"source": split.source} if split.source is not None else {})}
         for key in sorted(arrays):
             arr = np.ascontiguousarray(arrays[key])
             h.update(f"{name}/{key}:{arr.dtype.str}:{arr.shape}".encode())
@@ -165,7 +167,7 @@ def dataset_sha256(data: Dataset) -> str:
 
 
 TRIFEATURE_ARRAYS = ("images", "train_idx", "test_idx", "factor_shape", "factor_color", "factor_texture",
-                     "cf_color_images", "cf_color_values", "cf_texture_images", "cf_texture_values")
+                     "cf_source", "cf_color_images", "cf_color_values", "cf_texture_images", "cf_texture_values")
 
 
 def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.ndarray]:
@@ -189,12 +191,13 @@ def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.n
             print(f"regenerating the Trifeature data cache {path}: {problem}")
         remove_stale_tmp(path.parent, path.name)  # only this file's: other specs may be being written
         params = tf.sample_params(spec)
-        train_idx, test_idx = tf.split_indices(len(params["shape"]), spec.test_fraction, spec.seed)
-        test_params = {k: v[test_idx] for k, v in params.items()}
+        train_idx, test_idx, source = tf.spec_split(params, spec)
+        test_params = {k: v[test_idx[source]] for k, v in params.items()}
         arrays = {
             "images": tf.render(params, spec),
             "train_idx": train_idx,
             "test_idx": test_idx,
+            "cf_source": source,
             **{f"factor_{k}": params[k] for k in tf.ATTRIBUTES},
         }
         for attr in ("color", "texture"):
@@ -229,7 +232,9 @@ def _read_trifeature(path: Path, spec: tf.TrifeatureSpec) -> tuple[dict[str, np.
                   and all(len(arrays[f"factor_{k}"]) == n for k in tf.ATTRIBUTES)
                   and len(arrays["train_idx"]) + n_test == n
                   and all(0 <= arrays[k].min() and arrays[k].max() < n for k in ("train_idx", "test_idx"))
-                  and all(len(arrays[f"cf_{a}_{part}"]) == n_test for a in ("color", "texture")
+                  and len(arrays["cf_source"]) and 0 <= arrays["cf_source"].min()
+                  and arrays["cf_source"].max() < n_test
+                  and all(len(arrays[f"cf_{a}_{part}"]) == len(arrays["cf_source"]) for a in ("color", "texture")
                           for part in ("images", "values")))
     return (arrays, None) if consistent else (None, "its arrays do not fit together")
 
@@ -248,7 +253,8 @@ def load_trifeature(label: str = "shape", *, data_dir: str | Path | None = None,
     Extra splits ``test_cf_color`` / ``test_cf_texture`` are the test images' counterfactual
     twins (same geometry and texture phase; colour or texture changed), with the twin's
     attribute values; their labels are recomputed, so for ``label="shape"`` they equal the
-    originals' labels.
+    originals' labels. Row i is the twin of test image ``source[i]`` (all test images in order,
+    unless ``twins_per_combination`` chose a stratified subset).
     """
     if label not in TRIFEATURE_LABELS:
         raise ValueError(f"unknown Trifeature label {label!r}; known: {', '.join(TRIFEATURE_LABELS)}")
@@ -257,17 +263,19 @@ def load_trifeature(label: str = "shape", *, data_dir: str | Path | None = None,
     arrays = trifeature_arrays(spec, Path(data_dir) if data_dir is not None else default_data_dir())
     factors = {k: arrays[f"factor_{k}"].astype(np.int64) for k in tf.ATTRIBUTES}
 
-    def make_split(idx: np.ndarray, images: np.ndarray, overrides: dict[str, np.ndarray] | None = None) -> Split:
+    def make_split(idx: np.ndarray, images: np.ndarray, overrides: dict[str, np.ndarray] | None = None,
+                   source: np.ndarray | None = None) -> Split:
         f = {k: v[idx] for k, v in factors.items()}
         f.update(overrides or {})
         labels, _ = _trifeature_labels(label, f)
-        return Split(images, labels.astype(np.int64), f)
+        return Split(images, labels.astype(np.int64), f, source)
 
     train_idx, test_idx = arrays["train_idx"], arrays["test_idx"]
+    source = arrays["cf_source"].astype(np.int64)
     _, class_names = _trifeature_labels(label, factors)
     extra = {
-        f"test_cf_{attr}": make_split(test_idx, arrays[f"cf_{attr}_images"],
-                                      {attr: arrays[f"cf_{attr}_values"].astype(np.int64)})
+        f"test_cf_{attr}": make_split(test_idx[source], arrays[f"cf_{attr}_images"],
+                                      {attr: arrays[f"cf_{attr}_values"].astype(np.int64)}, source)
         for attr in ("color", "texture")
     }
     return Dataset(

@@ -72,14 +72,15 @@ class GridConfig:
 
     dataset: str = "trifeature"
     label: str = "shape"
-    data_options: dict[str, Any] = field(default_factory=lambda: {"image_size": 32, "per_combination": 5,
-                                                                  "test_fraction": 0.4})
+    data_options: dict[str, Any] = field(default_factory=lambda: {"image_size": 32, "per_combination": 23,
+                                                                  "test_per_combination": 20,
+                                                                  "twins_per_combination": 2})
     teacher: str = "resnet20"
     student: str = "lenet5"
     teacher_train: TrainConfig = TrainConfig(epochs=10, lr=0.05)
     student_train: TrainConfig = TrainConfig(epochs=30, lr=0.01, warmup_epochs=2, grad_clip=20.0)
     teacher_seeds: tuple[int, ...] = (0, 1)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     temperatures: tuple[float, ...] = (1, 2, 4, 6, 8, 10, 20, 40)
     alpha: float = 0.8
     t2_scaling: bool = True
@@ -327,6 +328,8 @@ class GridResult:
         x = evaluated.images / 255.0
         # the twins in [0, 1], scaled once rather than once per population
         x_twins = {a: data.eval_splits()[name].images / 255.0 for a, name in twin_splits.items()}
+        # row i of a twin split is the twin of image source[i] (all images in order by default)
+        sources = {a: _twin_source(data.eval_splits()[name], len(y)) for a, name in twin_splits.items()}
         blocks = []
         for pop in self.populations():
             specs = self.models(pop)
@@ -347,9 +350,12 @@ class GridResult:
                 probs = softmax(logits)
             for a, name in twin_splits.items():
                 twin_logits = self.logits(pop, name)
+                src = sources[a]
                 cols[metric_column("lipschitz", a)] = np.atleast_1d(lipschitz_ratio(
-                    probs, softmax(twin_logits), x, x_twins[a], output=output_distance, input=input_distance))
-                cols[metric_column("flip_rate", a)] = 100 * np.atleast_1d(flip_rate(preds, twin_logits.argmax(-1)))
+                    probs[:, src], softmax(twin_logits), x[src], x_twins[a], output=output_distance,
+                    input=input_distance))
+                cols[metric_column("flip_rate", a)] = 100 * np.atleast_1d(flip_rate(preds[:, src],
+                                                                                    twin_logits.argmax(-1)))
             blocks.append(pd.DataFrame(cols))
         table = pd.concat(blocks, ignore_index=True)
         table.attrs = {"task": self.config.label, "split": split,
@@ -363,6 +369,11 @@ class GridResult:
                                        "flip_rate": "share of counterfactual twins whose predicted class changes (%)"}}
         self._tables[key] = table
         return table
+
+
+def _twin_source(twins, n: int) -> np.ndarray:
+    """Which original each row of a twin split is the twin of (``Split.source``, else row i of i)."""
+    return np.arange(n) if twins.source is None else twins.source
 
 
 META_FORMAT = 2  # meta.json with file records, data sha256 and a checksum

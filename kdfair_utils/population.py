@@ -380,3 +380,4 @@ def _teacher_outputs(members: Sequence[Member], stream: list[int], idx: list[tor
             zeros = zeros if zeros is not None else torch.zeros_like(out[0])
             rows.append(zeros)
     return torch.stack(rows)
+

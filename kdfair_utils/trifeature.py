@@ -47,11 +47,20 @@ N_COMBINATIONS = len(SHAPES) * len(TEXTURES) * len(COLOR_NAMES)  # 1000
 
 @dataclass(frozen=True)
 class TrifeatureSpec:
-    """Every parameter that determines the generated images (and so their cache key)."""
+    """Every parameter that determines the generated images (and so their cache key).
+
+    The test split is a seeded random ``test_fraction`` of all images, or, with
+    ``test_per_combination`` > 0, exactly that many images of every (shape, colour, texture)
+    combination (stratified; then leave ``test_fraction`` at its default). Counterfactual twins
+    are rendered for every test image, or, with ``twins_per_combination`` > 0, for that many
+    test images of every combination (their split's ``source`` says which).
+    """
 
     image_size: int = 32
     per_combination: int = 10
     test_fraction: float = 0.2
+    test_per_combination: int = 0
+    twins_per_combination: int = 0
     seed: int = 0
     shape_scale: float = 0.62
     texture_period: float = 0.25
@@ -69,9 +78,15 @@ class TrifeatureSpec:
         check_number(self.shape_scale, f"{prefix}shape_scale", minimum=0.1, maximum=1)
         check_number(self.texture_period, f"{prefix}texture_period", minimum=0, maximum=1, min_inclusive=False)
         check_int(self.supersample, f"{prefix}supersample", minimum=1, maximum=8)
+        check_int(self.test_per_combination, f"{prefix}test_per_combination", minimum=0,
+                  maximum=self.per_combination - 1)
+        check_int(self.twins_per_combination, f"{prefix}twins_per_combination", minimum=0,
+                  maximum=self.test_per_combination or self.per_combination)
+        if self.test_per_combination and self.test_fraction != TrifeatureSpec.test_fraction:
+            raise ValueError(f"set {prefix}test_fraction or {prefix}test_per_combination, not both")
         n = self.per_combination * N_COMBINATIONS
         n_test = int(round(n * self.test_fraction))
-        if not 1 <= n_test <= n - 1:
+        if not self.test_per_combination and not 1 <= n_test <= n - 1:
             raise ValueError(f"{prefix}test_fraction {self.test_fraction:g} of {n} images leaves "
                              f"{n_test} test and {n - n_test} training images; both need at least one")
 
@@ -253,6 +268,34 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     perm = np.random.default_rng([seed, 1]).permutation(n)
     n_test = int(round(n * test_fraction))
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def stratified_indices(combos: np.ndarray, per_group: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted indices of ``per_group`` seeded random images of every combination in ``combos``."""
+    rng = np.random.default_rng([seed, stream])
+    chosen = [rng.permutation(np.flatnonzero(combos == c))[:per_group] for c in np.unique(combos)]
+    return np.sort(np.concatenate(chosen))
+
+
+def spec_split(params: dict[str, np.ndarray], spec: TrifeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_idx, test_idx, twin_source)`` of the spec: twin_source indexes the test split."""
+    n = len(params["shape"])
+    combos = combination_ids(params)
+    if spec.test_per_combination:
+        test_idx = stratified_indices(combos, spec.test_per_combination, spec.seed, 1)
+        train_idx = np.setdiff1d(np.arange(n), test_idx)
+    else:
+        train_idx, test_idx = split_indices(n, spec.test_fraction, spec.seed)
+    if spec.twins_per_combination:
+        source = stratified_indices(combos[test_idx], spec.twins_per_combination, spec.seed, 3)
+    else:
+        source = np.arange(len(test_idx))
+    return train_idx, test_idx, source
+
+
+def combination_ids(params: dict[str, np.ndarray]) -> np.ndarray:
+    """Each image's (shape, colour, texture) combination as one integer."""
+    return (params["shape"] * len(COLOR_NAMES) + params["color"]) * len(TEXTURES) + params["texture"]
 
 
 def counterfactual_params(params: dict[str, np.ndarray], attribute: str, seed: int) -> dict[str, np.ndarray]:

@@ -28,7 +28,8 @@ TINY_OVERRIDES = {
     "seeds": [0, 1, 2], "teacher_seeds": [0, 1], "temperatures": [1, 2, 4, 20], "teacher": "resnet8",
     "main.teacher_train.epochs": 1, "class_bias.teacher_train.epochs": 1, "student_train.epochs": 1,
     "data_options.image_size": 16,
-    "data_options.per_combination": 1, "class_bias.temperatures": [2, 4, 8],
+    "data_options.per_combination": 1, "data_options.test_per_combination": 0,
+    "data_options.twins_per_combination": 0, "class_bias.temperatures": [2, 4, 8],
     # 1-epoch 100-class students can score 0 %, for which the ratio form is undefined
     "analysis.null_splits": 20, "analysis.normalization": "difference",
 }

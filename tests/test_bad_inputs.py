@@ -31,7 +31,8 @@ from kdfair_utils.train import TrainConfig, train_model
 # a valid tiny profile every override case starts from
 BASE = {"seeds": [0], "teacher_seeds": [0], "main.temperatures": [2], "class_bias.temperatures": [2],
         "teacher": "resnet8", "main.teacher_train.epochs": 1, "class_bias.teacher_train.epochs": 1,
-        "student_train.epochs": 1, "data_options.image_size": 16, "data_options.per_combination": 1}
+        "student_train.epochs": 1, "data_options.image_size": 16, "data_options.per_combination": 1,
+        "data_options.test_per_combination": 0, "data_options.twins_per_combination": 0}
 
 # (overrides on top of BASE, what the message must say)
 OVERRIDES = [

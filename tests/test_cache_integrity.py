@@ -30,7 +30,8 @@ from kdfair_utils.results import Population
 # 1 teacher, 2 NDS, 2 DS: about a second of training
 SMALL = {"seeds": [0, 1], "teacher_seeds": [0], "main.temperatures": [2], "teacher": "resnet8",
          "main.teacher_train.epochs": 1, "student_train.epochs": 1, "data_options.image_size": 16,
-         "data_options.per_combination": 1}
+         "data_options.per_combination": 1,
+         "data_options.test_per_combination": 0, "data_options.twins_per_combination": 0}
 CFG = get_profile("quick", SMALL).main
 
 

@@ -7,6 +7,7 @@ from kdfair_utils.grid import model_specs
 TINY = ["--teacher", "resnet8", "--seeds", "0", "1", "--temperatures", "2", "--set", "teacher_seeds=0",
         "--set", "main.teacher_train.epochs=1", "--set", "class_bias.teacher_train.epochs=1",
         "--set", "student_train.epochs=1", "--set", "data_options.per_combination=1",
+        "--set", "data_options.test_per_combination=0", "--set", "data_options.twins_per_combination=0",
         "--set", "data_options.image_size=16"]
 
 
@@ -35,7 +36,8 @@ def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_
     """`kdfair grid --experiment class_bias` trains the models notebook 03 loads: the same cache keys."""
     overrides = {"class_bias.teacher": "resnet8", "class_bias.seeds": [0, 1], "class_bias.temperatures": [2],
                  "teacher_seeds": [0], "class_bias.teacher_train.epochs": 1, "student_train.epochs": 1,
-                 "data_options.per_combination": 1, "data_options.image_size": 16}
+                 "data_options.per_combination": 1, "data_options.image_size": 16,
+                 "data_options.test_per_combination": 0, "data_options.twins_per_combination": 0}
     args = ["grid", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet", "--experiment", "class_bias",
             *TINY]
     assert main(args) == 0

@@ -77,9 +77,9 @@ def test_analysis_tuples_take_a_single_name_and_need_color():
 
 def test_run_name_follows_the_resolved_profile():
     assert get_profile("quick").run_name == "quick"
-    assert get_profile("quick", {"seeds": [0, 1, 2]}).run_name == "quick"  # no change: the default run
-    a = get_profile("quick", {"seeds": [0, 1, 2, 3, 4]})
-    b = get_profile("quick", {"main.seeds": [0, 1, 2, 3, 4], "class_bias.seeds": [0, 1, 2, 3, 4]})
+    assert get_profile("quick", {"seeds": [0, 1, 2, 3, 4]}).run_name == "quick"  # no change: the default run
+    a = get_profile("quick", {"seeds": [0, 1, 2, 3, 4, 5]})
+    b = get_profile("quick", {"main.seeds": [0, 1, 2, 3, 4, 5], "class_bias.seeds": [0, 1, 2, 3, 4, 5]})
     assert a.run_name == b.run_name == f"quick+{a.key[:8]}"
 
 

@@ -106,6 +106,7 @@ def test_paired_teacher_predictions_and_tidy_table(tmp_path, data_dir):
     twins = result.predictions(NDS, split="test_cf_texture")
     assert np.allclose(table.loc[table.role == "nds", "flip_rate_texture"], 100 * (nds != twins).mean(1))
     assert result.table(attributes=("color",), twin_attributes=("texture",)) is table  # computed once
+    assert np.array_equal(result.dataset.extra["test_cf_texture"].source, np.arange(len(y)))  # every test image
     with pytest.raises(ValueError, match="unknown attribute 'size'"):
         result.table(attributes=("size",))
 
@@ -140,3 +141,23 @@ def test_grid_replace_reaches_into_recipes_and_options():
         tiny(epochs=3)
     with pytest.raises(ValueError, match="unknown field student_train.epoch; known: student_train.epochs"):
         tiny(**{"student_train.epoch": 3})
+
+
+def test_table_pairs_a_twin_subset_with_its_sources(tmp_path, data_dir):
+    """With twins for a stratified subset of the test split, each twin meets its own original."""
+    from kdfair_utils.individual_fairness import lipschitz_ratio, softmax
+
+    cfg = tiny(seeds=(0,), temperatures=(2.0,), **{"data_options.per_combination": 3,
+                                                   "data_options.test_per_combination": 2,
+                                                   "data_options.twins_per_combination": 1})
+    result = run_grid(cfg, runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False)
+    table = result.table(twin_attributes=("color",))
+    twins = result.dataset.extra["test_cf_color"]
+    src = twins.source
+    assert len(src) == 1000 and len(result.dataset.test) == 2000
+    logits, twin_logits = result.logits(NDS)[0], result.logits(NDS, split="test_cf_color")[0]
+    want = lipschitz_ratio(softmax(logits)[src], softmax(twin_logits), result.dataset.test.images[src] / 255.0,
+                           twins.images / 255.0)
+    assert table.loc[table.role == "nds", "lipschitz_color"].iloc[0] == pytest.approx(float(want), rel=1e-12)
+    flips = 100 * (logits.argmax(-1)[src] != twin_logits.argmax(-1)).mean()
+    assert table.loc[table.role == "nds", "flip_rate_color"].iloc[0] == pytest.approx(flips, rel=1e-12)

@@ -94,3 +94,32 @@ def test_bad_trifeature_arguments(kwargs, match, data_dir):
 def test_unknown_dataset_lists_known():
     with pytest.raises(ValueError, match="trifeature"):
         load_dataset("mnist")
+
+
+def test_stratified_split_and_twin_subset(data_dir):
+    ds = load_trifeature("shape", data_dir=data_dir, image_size=16, per_combination=3, test_per_combination=2,
+                         twins_per_combination=1)
+    combo = lambda split: tf.combination_ids(split.attributes)  # noqa: E731
+    assert len(ds.test) == 2000 and len(ds.train) == 1000
+    assert (np.bincount(combo(ds.test), minlength=1000) == 2).all()
+    assert (np.bincount(combo(ds.train), minlength=1000) == 1).all()
+    for attr, other in (("color", "texture"), ("texture", "color")):
+        twins = ds.extra[f"test_cf_{attr}"]
+        src = twins.source
+        assert len(twins) == 1000 and len(np.unique(src)) == 1000 and src.max() < 2000
+        assert (np.bincount(combo(ds.test)[src], minlength=1000) == 1).all()  # one twin per combination
+        assert np.array_equal(twins.labels, ds.test.labels[src])               # shape kept: same label
+        assert np.all(twins.attributes[attr] != ds.test.attributes[attr][src])
+        assert np.array_equal(twins.attributes[other], ds.test.attributes[other][src])
+    default = load_trifeature("shape", data_dir=data_dir, image_size=16, per_combination=2)
+    assert np.array_equal(default.extra["test_cf_color"].source, np.arange(len(default.test)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"per_combination": 3, "test_per_combination": 3}, "test_per_combination must be <= 2"),
+    ({"per_combination": 3, "test_per_combination": 2, "twins_per_combination": 3}, "twins_per_combination must be <= 2"),
+    ({"per_combination": 3, "test_per_combination": 2, "test_fraction": 0.5}, "not both"),
+])
+def test_bad_stratified_options(kwargs, match, data_dir):
+    with pytest.raises(ValueError, match=match):
+        load_dataset("trifeature", data_dir=data_dir, image_size=16, **kwargs)
