@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the notebooks use auto)")
     g.add_argument("--engine", default="population", choices=("population", "single"),
                    help="population: students (and teachers) of a chunk train together, packed; single: one at a time")
-    g.add_argument("--population-size", type=int, default=POPULATION_SIZE, metavar="N",
-                   help=f"most models packed into one training chunk (memory bound; default {POPULATION_SIZE})")
+    g.add_argument("--population-size", type=int, default=None, metavar="N",
+                   help=f"most models packed into one training chunk (default {POPULATION_SIZE['cpu']} on a CPU, "
+                        f"{POPULATION_SIZE['cuda']} on a GPU; bounded by memory)")
     g.add_argument("--executor", default="local", choices=("local", "submitit"),
                    help="local: this process; submitit: --workers array tasks (SLURM, or local processes)")
     g.add_argument("--workers", type=int, default=1, help="array tasks sharing the cache (submitit)")

@@ -43,6 +43,10 @@ class Split:
         for name, values in self.attributes.items():
             if len(values) != n:
                 raise ValueError(f"attribute {name!r} has {len(values)} values for {n} examples")
+        if self.source is not None and (len(self.source) != n or self.source.dtype.kind not in "iu"
+                                        or (n and self.source.min() < 0)):
+            raise ValueError(f"source must hold {n} non-negative integer indices, got {self.source.dtype} "
+                             f"{self.source.shape}")
 
     def __len__(self) -> int:
         return len(self.labels)

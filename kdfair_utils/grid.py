@@ -19,7 +19,7 @@ training, so it is trained once. Weights are read with ``weights_only=True``.
 
 Engines: ``"population"`` (default) trains the models of one role that a runner claims together,
 packed into one network (:mod:`kdfair_utils.population`) in chunks of at most
-``population_size``; ``"single"`` trains one model at a time with
+``population_size`` (default :data:`POPULATION_SIZE`); ``"single"`` trains one model at a time with
 :func:`~kdfair_utils.train.train_model`. Architectures that cannot be packed always train
 singly (and are keyed so). The chunks are fixed by the grid (balanced slices of its teachers,
 and of its students in spec order), so two runs of one grid pack the same models together;
@@ -62,7 +62,15 @@ from .train import TrainConfig, numerics, resolve_precision
 
 PAIRINGS = ("same_seed", "first")
 ENGINES = ("population", "single")
-POPULATION_SIZE = 16  # models per packed chunk; on 2 CPU cores 9-16 LeNet-5 per chunk ran fastest
+# Models per packed chunk when population_size is None. On 2 CPU cores chunks of 6-8 LeNet-5
+# trained fastest (about 29k model-images/s, against 25-30k with 15: cache locality); a GPU wants
+# wide chunks, bounded by memory.
+POPULATION_SIZE = {"cpu": 8, "cuda": 64}
+
+
+def default_population_size(device: str) -> int:
+    """:data:`POPULATION_SIZE` for ``device``'s type (the CUDA value for any accelerator)."""
+    return POPULATION_SIZE["cpu"] if str(device).split(":")[0] == "cpu" else POPULATION_SIZE["cuda"]
 
 
 @dataclass(frozen=True)
@@ -182,14 +190,16 @@ def engine_for(arch: str, engine: str) -> str:
 
 
 def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None, *, device: str = "auto",
-                precision: str = "auto", engine: str = "population") -> list[ModelSpec]:
+                precision: str = "auto", engine: str = "population",
+                numerics_as: dict[str, Any] | None = None) -> list[ModelSpec]:
     """Teachers first (DS need them), then NDS, then DS by temperature and seed.
 
     ``data_config`` defaults to :func:`~kdfair_utils.datasets.dataset_config` of the grid's data;
-    ``device``, ``precision`` and ``engine`` decide the numerics part of the keys.
+    ``device``, ``precision`` and ``engine`` decide the numerics part of the keys
+    (``numerics_as``: another machine's :func:`~kdfair_utils.train.numerics`, instead of this one's).
     """
     data_config = data_config if data_config is not None else dataset_config(cfg.dataset, cfg.label, **cfg.data_options)
-    found = numerics(device, precision)
+    found = dict(numerics_as) if numerics_as is not None else numerics(device, precision)
 
     def common(arch: str) -> dict[str, Any]:
         return {"data": data_config, "numerics": {**found, "engine": engine_for(arch, engine)}}
@@ -450,13 +460,15 @@ def _teacher_source(spec: ModelSpec, cfg: GridConfig, data: Dataset, teacher_fol
     return {"teacher" if augmented else "teacher_logits": cache[spec.teacher_key]}
 
 
-def _initial_model(spec: ModelSpec, data: Dataset):
+def _initial_model(spec: ModelSpec, data: Dataset, stats: tuple[np.ndarray, np.ndarray] | None = None):
+    """The model ``spec`` starts from: initial weights from its seed alone (not from what ran
+    before), input normalisation by the training set's channel ``stats`` (computed if None)."""
     from .models import build_model
     from .train import seed_everything, with_normalization
 
-    seed_everything(spec.seed)  # the initial weights depend on the seed alone, not on what ran before
+    seed_everything(spec.seed)
     net = build_model(spec.arch, data.num_classes, in_channels=data.image_shape[0], image_size=data.image_shape[1])
-    return with_normalization(net, data.train.images)
+    return with_normalization(net, data.train.images, stats)
 
 
 def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sha256: str, folders: dict[str, Path],
@@ -469,7 +481,10 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sh
     for spec in specs:
         (folders[spec.key] / "meta.json").unlink(missing_ok=True)  # incomplete until the new one is written
     recipe = cfg.teacher_train if specs[0].role == "teacher" else cfg.student_train
-    models = [_initial_model(spec, data) for spec in specs]
+    from .train import channel_stats
+
+    stats = channel_stats(data.train.images)  # once per chunk, not once per model
+    models = [_initial_model(spec, data, stats) for spec in specs]
     teacher_cache: dict[str, Any] = {}
     sources, kds = [], []
     for spec in specs:
@@ -532,7 +547,8 @@ def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: in
 
 def chunks(specs: list[ModelSpec], size: int) -> list[list[ModelSpec]]:
     """The grid's fixed training chunks: teachers, then students, each cut into balanced
-    consecutive slices of at most ``size`` models (45 students, size 16 → 15 + 15 + 15)."""
+    consecutive slices of at most ``size`` models (45 students, size 16 → 15 + 15 + 15; size 8 →
+    8 + 7 + 8 + 7 + 8 + 7)."""
     out: list[list[ModelSpec]] = []
     for group in ([s for s in specs if s.role == "teacher"], [s for s in specs if s.role != "teacher"]):
         if group:
@@ -556,7 +572,7 @@ def environment(device: str) -> dict[str, Any]:
 
 def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
              device: str = "auto", progress: bool = True, precision: str = "auto", engine: str = "population",
-             population_size: int = POPULATION_SIZE) -> GridResult:
+             population_size: int | None = None, numerics_as: dict[str, Any] | None = None) -> GridResult:
     """Train (or load) every model of the grid; returns a :class:`GridResult`.
 
     Every argument is checked first (``ValueError`` naming it, before anything is generated,
@@ -565,7 +581,9 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     runners. ``result.trained`` and ``result.loaded`` list which, and with ``progress`` a line
     says so (``grid shape: 49 models — loaded 45 from runs/models, trained 4``). ``engine``,
     ``population_size`` and ``precision``: see the module docstring and
-    :func:`~kdfair_utils.train.resolve_precision`.
+    :func:`~kdfair_utils.train.resolve_precision`. ``numerics_as`` reads a cache that was trained
+    elsewhere (e.g. by GPU workers, :mod:`kdfair_utils.scaleout`): models keyed by those numerics,
+    trained nowhere here; a missing one is a ``RuntimeError``.
     """
     from tqdm.auto import tqdm
 
@@ -574,11 +592,13 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     cfg.validate()
     dev = str(check_device(device))
     check_choice(engine, "engine", ENGINES)
+    if population_size is None:
+        population_size = default_population_size(dev)
     check_int(population_size, "population_size", minimum=1)
     precision = resolve_precision(precision, dev)
     runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir")
     models_dir = runs / "models"
-    specs = model_specs(cfg, device=dev, precision=precision, engine=engine)
+    specs = model_specs(cfg, device=dev, precision=precision, engine=engine, numerics_as=numerics_as)
     writable = is_writable_dir(models_dir)  # a read-only cache can still be read, if it is complete
     missing = [s for s in specs if not (models_dir / s.dirname / "meta.json").exists()]
     if missing and not writable:
@@ -602,6 +622,9 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                                  "retrain it")
     if pending and not writable:
         raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(pending)} model(s) need training")
+    if pending and numerics_as is not None:
+        raise RuntimeError(f"{len(pending)} model(s) keyed by {numerics_as} are missing or damaged in {models_dir} "
+                           f"(e.g. {pending[0].dirname}); run the workers again")
     trained: list[ModelSpec] = []
     repaired: dict[str, str] = {}
     bar = tqdm(total=len(pending), desc=f"grid {cfg.label}: loaded {len(loaded)}, training {len(pending)}",

@@ -42,7 +42,8 @@ from torch.nn import functional as F
 from .checks import SEED_RANGE, check_int
 from .distill import KDLoss, check_logits
 from .models import CIFAR_RESNET_DEPTHS
-from .train import Normalize, TrainConfig, _augment, _autocast, _lr_at, resolve_device, resolve_precision
+from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, exact_fp32, resolve_device,
+                    resolve_precision)
 
 PACKABLE = tuple(f"resnet{d}" for d in CIFAR_RESNET_DEPTHS) + ("lenet5",)
 
@@ -54,12 +55,16 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.members = len(layers)
         self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())  # [P, out, in]
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())      # [P, out]
+        self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())     # [P, out]
+                     if layers[0].bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, out_features, in_features = self.weight.shape
         xs = x.reshape(x.shape[0], p, in_features).transpose(0, 1)            # [P, B, in]
-        y = torch.baddbmm(self.bias.unsqueeze(1), xs, self.weight.transpose(1, 2))  # [P, B, out]
+        if self.bias is None:
+            y = torch.bmm(xs, self.weight.transpose(1, 2))
+        else:
+            y = torch.baddbmm(self.bias.unsqueeze(1), xs, self.weight.transpose(1, 2))  # [P, B, out]
         return y.transpose(0, 1).reshape(x.shape[0], p * out_features)
 
 
@@ -222,6 +227,10 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
         check_int(m.seed, f"{m.name}: seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
         if (m.kd is None) != (m.teacher is None and m.teacher_logits is None):
             raise ValueError(f"{m.name}: a teacher (or teacher_logits) and kd go together")
+        if m.teacher is not None and m.teacher_logits is not None:
+            raise ValueError(f"{m.name}: pass either teacher or teacher_logits, not both")
+        if m.kd is not None and not isinstance(m.kd, KDLoss):
+            raise ValueError(f"{m.name}: kd must be a KDLoss(temperature, alpha), got {m.kd!r}")
         if m.teacher_logits is not None and cfg.augment != "none":
             raise ValueError(f"{m.name}: teacher_logits are for un-augmented training; with augment="
                              f"{cfg.augment!r} pass the teacher model instead")
@@ -272,55 +281,56 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
     total = steps_per_epoch * cfg.epochs
     histories: list[dict[str, list[float]]] = [{"loss": []} for _ in members]
     step = 0
-    bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=not progress)
-    for _ in bar:
-        perms = [torch.randperm(n, generator=g).to(dev) for g in gens]
-        running = torch.zeros(p, dtype=torch.float64, device=dev)
-        for start in range(0, n, cfg.batch_size):
-            idx = [perm[start:start + cfg.batch_size] for perm in perms]
-            if stats is not None and cfg.augment == "none":  # one copy into the packed layout
-                xs = [x_all[i] for i in idx]
-                b, c, h, w = xs[0].shape
-                x = torch.stack([xs[s].permute(0, 2, 3, 1) for s in stream], dim=3).view(b, h, w, p * c)
-                x = x.permute(0, 3, 1, 2)
-            elif stats is not None:
-                xs = [_augment(x_all[i], cfg.augment, g) for i, g in zip(idx, gens)]
-                x = pack_inputs(torch.stack([xs[s] for s in stream]))
-            elif cfg.augment == "none":  # gather and pack as uint8, convert once
-                xs = [x_all[i] for i in idx]
-                x = pack_inputs(torch.stack([xs[s] for s in stream])).float().div_(255.0)
-            else:
-                xs = [_augment(x_all[i].float().div_(255.0), cfg.augment, g) for i, g in zip(idx, gens)]
-                x = pack_inputs(torch.stack([xs[s] for s in stream]))
-            y = torch.stack([y_all[idx[s]] for s in stream])
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(cfg, step, total, steps_per_epoch)
-            with _autocast(dev, precision):
-                out = unpack_outputs(packed(x), p).float()
-                t_out = None
-                if distilling:
-                    t_out = _teacher_outputs(members, stream, idx, xs, logit_tables, out, stats is not None)
-            if step == 0:
-                for i, m in enumerate(members):
-                    check_logits(out[i], t_out[i] if t_out is not None else out[i], y[i])
-                if int(y_all.max()) >= out.shape[2]:
-                    raise ValueError(f"labels must lie in [0, {out.shape[2]}) (the model's classes), "
-                                     f"got a label {int(y_all.max())}")
-            losses = population_loss(out, t_out, y, kds)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if cfg.grad_clip is not None:
-                _clip_per_member(list(params.values()), p, cfg.grad_clip)
-            opt.step()
-            step += 1
-            running += losses.detach().double() * y.shape[1]
-        epoch = (running / n).tolist()
-        for i, value in enumerate(epoch):
-            histories[i]["loss"].append(value)
-            if not math.isfinite(value):
-                raise RuntimeError(f"{members[i].name}: training diverged (mean loss {value} in epoch "
-                                   f"{len(histories[i]['loss'])}); lower the learning rate or set grad_clip")
-        bar.set_postfix(loss=f"{float(np.mean(epoch)):.3f}")
+    with exact_fp32(dev, precision):  # fp32 on CUDA: TF32 off for the whole step
+        bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=not progress)
+        for _ in bar:
+            perms = [torch.randperm(n, generator=g).to(dev) for g in gens]
+            running = torch.zeros(p, dtype=torch.float32 if dev.type == "mps" else torch.float64, device=dev)
+            for start in range(0, n, cfg.batch_size):
+                idx = [perm[start:start + cfg.batch_size] for perm in perms]
+                if stats is not None and cfg.augment == "none":  # one copy into the packed layout
+                    xs = [x_all[i] for i in idx]
+                    b, c, h, w = xs[0].shape
+                    x = torch.stack([xs[s].permute(0, 2, 3, 1) for s in stream], dim=3).view(b, h, w, p * c)
+                    x = x.permute(0, 3, 1, 2)
+                elif stats is not None:
+                    xs = [_augment(x_all[i], cfg.augment, g) for i, g in zip(idx, gens)]
+                    x = pack_inputs(torch.stack([xs[s] for s in stream]))
+                elif cfg.augment == "none":  # gather and pack as uint8, convert once
+                    xs = [x_all[i] for i in idx]
+                    x = pack_inputs(torch.stack([xs[s] for s in stream])).float().div_(255.0)
+                else:
+                    xs = [_augment(x_all[i].float().div_(255.0), cfg.augment, g) for i, g in zip(idx, gens)]
+                    x = pack_inputs(torch.stack([xs[s] for s in stream]))
+                y = torch.stack([y_all[idx[s]] for s in stream])
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(cfg, step, total, steps_per_epoch)
+                with _autocast(dev, precision):
+                    out = unpack_outputs(packed(x), p).float()
+                    t_out = None
+                    if distilling:
+                        t_out = _teacher_outputs(members, stream, idx, xs, logit_tables, out, stats is not None)
+                if step == 0:
+                    for i, m in enumerate(members):
+                        check_logits(out[i], t_out[i] if t_out is not None else out[i], y[i])
+                    if int(y_all.max()) >= out.shape[2]:
+                        raise ValueError(f"labels must lie in [0, {out.shape[2]}) (the model's classes), "
+                                         f"got a label {int(y_all.max())}")
+                losses = population_loss(out, t_out, y, kds)
+                opt.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                if cfg.grad_clip is not None:
+                    _clip_per_member(list(params.values()), p, cfg.grad_clip)
+                opt.step()
+                step += 1
+                running += losses.detach().to(running.dtype) * y.shape[1]
+            epoch = (running / n).tolist()
+            for i, value in enumerate(epoch):
+                histories[i]["loss"].append(value)
+                if not math.isfinite(value):
+                    raise RuntimeError(f"{members[i].name}: training diverged (mean loss {value} in epoch "
+                                       f"{len(histories[i]['loss'])}); lower the learning rate or set grad_clip")
+            bar.set_postfix(loss=f"{float(np.mean(epoch)):.3f}")
     if stats is not None:
         packed[0] = entry
     packed.eval()

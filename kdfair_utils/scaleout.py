@@ -18,29 +18,39 @@ count (workers are given this process's).
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 from .checks import check_choice, check_int, check_number
-from .grid import POPULATION_SIZE, GridConfig, GridResult, run_grid
+from .grid import GridConfig, GridResult, run_grid
 
 EXECUTORS = ("local", "submitit")
 SUBMITIT_CLUSTERS = ("auto", "slurm", "local", "debug")
 
 
-def _worker(cfg: GridConfig, options: dict[str, Any], threads: int) -> list[str]:
-    """One worker of the array: the grid's claim loop; returns the keys it trained."""
+DEFAULT_TIMEOUT_MIN = 24 * 60  # submitit's own defaults (2 min local, 5 min SLURM) would kill any real grid
+_DEVICE_SYNTAX = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _worker(cfg: GridConfig, options: dict[str, Any], threads: int) -> dict[str, Any]:
+    """One worker of the array: the grid's claim loop on the worker's own device (``auto`` is
+    resolved there). Returns the keys it trained and the numerics its models are keyed by."""
     import torch
 
-    torch.set_num_threads(threads)  # the thread count is part of a CPU model's cache key
+    from .train import numerics, resolve_device
+
+    if resolve_device(options["device"]).type == "cpu":
+        torch.set_num_threads(threads)  # a CPU model's key holds the thread count: match the submitter's
     result = run_grid(cfg, progress=False, **options)
-    return [s.key for s in result.trained]
+    return {"trained": [s.key for s in result.trained], "numerics": numerics(options["device"], options["precision"])}
 
 
 def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "local", cluster: str = "auto",
                      slurm: dict[str, Any] | None = None, runs_dir: str | Path | None = None,
                      data_dir: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                     engine: str = "population", population_size: int = POPULATION_SIZE,
+                     engine: str = "population", population_size: int | None = None,
                      progress: bool = True) -> GridResult:
     """Train ``cfg`` with ``workers`` workers on one cache and return the loaded grid.
 
@@ -48,51 +58,71 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
     ``"submitit"`` submits ``workers`` array tasks through ``submitit.AutoExecutor``
     (``cluster``: ``auto`` = SLURM where ``sbatch`` exists, else local processes; ``debug`` runs
     them in this process) with ``slurm`` options, e.g. ``{"slurm_partition": "gpu",
-    "gpus_per_node": 1, "timeout_min": 240, "cpus_per_task": 8}``. Job logs go to
-    ``<runs>/submitit/``. Every argument is checked before anything is submitted.
+    "slurm_gpus_per_task": 1, "timeout_min": 240, "cpus_per_task": 8}`` (``timeout_min``
+    defaults to a day). ``device`` and ``precision`` are resolved on each worker (``auto``: a
+    GPU where the worker has one); this process then reads the models the workers keyed, on
+    any device, training nothing. Job logs go to ``<runs>/submitit/``. Every argument is
+    checked before anything is submitted.
     """
     import torch
 
     from .checks import check_device, check_dir_path, check_writable_dir
+    from .grid import ENGINES
     from .paths import default_runs_dir
-    from .train import resolve_precision
+    from .train import PRECISIONS
 
     check_choice(executor, "executor", EXECUTORS)
     check_choice(cluster, "cluster", SUBMITIT_CLUSTERS)
+    check_choice(engine, "engine", ENGINES)
+    check_choice(precision, "precision", PRECISIONS)
     check_int(workers, "workers", minimum=1)
     if executor == "local" and workers != 1:
         raise ValueError(f"workers={workers} needs executor='submitit' (the local executor is this process)")
     if not isinstance(cfg, GridConfig):
         raise ValueError(f"cfg must be a GridConfig, got {type(cfg).__name__}")
     cfg.validate()
-    dev = str(check_device(device))
-    resolve_precision(precision, dev)
-    check_int(population_size, "population_size", minimum=1)
+    if population_size is not None:
+        check_int(population_size, "population_size", minimum=1)
     slurm = dict(slurm or {})
     for key, value in slurm.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"slurm options must be named, got {key!r}")
-        if key in ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb"):
-            check_number(value, f"slurm.{key}", minimum=0)
+        if key in ("timeout_min", "gpus_per_node", "slurm_gpus_per_task", "cpus_per_task"):
+            check_int(value, f"slurm.{key}", minimum=0)
+        elif key == "mem_gb":
+            check_number(value, f"slurm.{key}", minimum=0, min_inclusive=False)
     runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir")
-    options = {"runs_dir": str(runs), "data_dir": None if data_dir is None else str(data_dir), "device": dev,
+    options = {"runs_dir": str(runs), "data_dir": None if data_dir is None else str(data_dir), "device": device,
                "precision": precision, "engine": engine, "population_size": population_size}
-    if executor == "submitit":
-        try:
-            import submitit
-        except ImportError:
-            raise ValueError("executor='submitit' needs the submitit package: pip install 'kdfair[cluster]'") from None
-        check_writable_dir(runs, "runs_dir")
-        folder = runs / "submitit"
-        ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=None if cluster == "auto" else cluster)
-        ex.update_parameters(name=f"kdfair-{cfg.label}", **({"slurm_array_parallelism": workers} if
-                                                             ex.cluster == "slurm" else {}), **slurm)
-        threads = torch.get_num_threads()
-        jobs = ex.map_array(_worker, [cfg] * workers, [options] * workers, [threads] * workers)
-        if progress:
-            print(f"submitted {workers} {ex.cluster} worker(s) for grid {cfg.label}: "
-                  f"{', '.join(j.job_id for j in jobs)}; logs in {folder}")
-        trained = [key for job in jobs for key in job.result()]  # raises the worker's error, with its log
-        if len(trained) != len(set(trained)):
-            raise RuntimeError("a model was trained by two workers; is flock shared on this file system?")
-    return run_grid(cfg, progress=progress, **options)
+    if executor == "local":
+        return run_grid(cfg, progress=progress, **options)
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("executor='submitit' needs the submitit package: pip install 'kdfair[cluster]'") from None
+    if not isinstance(device, str) or not _DEVICE_SYNTAX.fullmatch(device):
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+    check_writable_dir(runs, "runs_dir")
+    folder = runs / "submitit"
+    ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=None if cluster == "auto" else cluster)
+    if ex.cluster != "slurm":  # the workers run on this machine: its device must exist
+        dev = check_device(device)
+        slurm.setdefault("gpus_per_node", 1 if dev.type == "cuda" else 0)  # else CUDA_VISIBLE_DEVICES=""
+        slurm = {k: v for k, v in slurm.items() if not k.startswith("slurm_")}
+    slurm.setdefault("timeout_min", DEFAULT_TIMEOUT_MIN)
+    ex.update_parameters(name=f"kdfair-{cfg.label}", **({"slurm_array_parallelism": workers} if
+                                                         ex.cluster == "slurm" else {}), **slurm)
+    threads = torch.get_num_threads()
+    jobs = ex.map_array(_worker, [cfg] * workers, [options] * workers, [threads] * workers)
+    if progress:
+        print(f"submitted {workers} {ex.cluster} worker(s) for grid {cfg.label}: "
+              f"{', '.join(j.job_id for j in jobs)}; logs in {folder}")
+    outcomes = [job.result() for job in jobs]  # raises a worker's error, with its log
+    trained = [key for outcome in outcomes for key in outcome["trained"]]
+    if len(trained) != len(set(trained)):
+        raise RuntimeError("a model was trained by two workers; is flock shared on this file system?")
+    found = {json.dumps(o["numerics"], sort_keys=True) for o in outcomes}
+    if len(found) != 1:
+        raise RuntimeError(f"the workers keyed their models by different numerics ({sorted(found)}): give them "
+                           "one device type and thread count (--device, --slurm-cpus-per-task)")
+    return run_grid(cfg, progress=progress, numerics_as=outcomes[0]["numerics"], **{**options, "device": "cpu"})

@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -144,8 +145,10 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)) + 1e-8
 
 
-def with_normalization(net: nn.Module, train_images: np.ndarray) -> nn.Sequential:
-    mean, std = channel_stats(train_images)
+def with_normalization(net: nn.Module, train_images: np.ndarray,
+                       stats: tuple[np.ndarray, np.ndarray] | None = None) -> nn.Sequential:
+    """``Normalize`` (by ``stats``, or :func:`channel_stats` of ``train_images``) then ``net``."""
+    mean, std = stats if stats is not None else channel_stats(train_images)
     return nn.Sequential(Normalize(mean, std), net)
 
 
@@ -186,6 +189,21 @@ def _autocast(device: torch.device, precision: str = "auto"):
     return nullcontext()
 
 
+@contextmanager
+def exact_fp32(device: torch.device, precision: str) -> Iterator[None]:
+    """For fp32 on CUDA, TF32 off (cuDNN and matmul) while inside, restored after: "fp32" means
+    fp32 there too (TF32 keeps 10 mantissa bits). Nothing changes elsewhere."""
+    if device.type != "cuda" or resolve_precision(precision, device) != "fp32":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, seed: int,
                 device: str | torch.device = "auto", teacher: nn.Module | None = None,
                 teacher_logits: np.ndarray | None = None, kd: KDLoss | None = None, progress: bool = True,
@@ -197,8 +215,6 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     otherwise plain cross-entropy. ``precision``: see :func:`resolve_precision`. Returns the
     per-epoch mean loss.
     """
-    from tqdm.auto import tqdm
-
     cfg.validate()
     if teacher is not None and teacher_logits is not None:
         raise ValueError("pass either teacher or teacher_logits, not both")
@@ -237,10 +253,20 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    n = len(labels)
+    history: dict[str, list[float]] = {"loss": []}
+    with exact_fp32(dev, precision):
+        _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, precision, history, desc, progress)
+    model.eval()
+    return history
+
+
+def _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, precision, history, desc,
+                  progress) -> None:
+    from tqdm.auto import tqdm
+
+    n = len(y_all)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    history: dict[str, list[float]] = {"loss": []}
     step = 0
     bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=not progress)
     for _ in bar:
@@ -281,8 +307,6 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
             raise RuntimeError(f"{desc}: training diverged (mean loss {history['loss'][-1]} in epoch "
                                f"{len(history['loss'])}); lower the learning rate or set grad_clip")
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-    model.eval()
-    return history
 
 
 @torch.no_grad()
@@ -295,6 +319,6 @@ def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.
     outs = []
     for start in range(0, len(images), batch_size):
         x = torch.as_tensor(images[start:start + batch_size], device=dev).float().div_(255.0)
-        with _autocast(dev, precision):
+        with _autocast(dev, precision), exact_fp32(dev, precision):
             outs.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)

@@ -144,3 +144,22 @@ def test_grid_refuses_bad_engine_options_before_writing(tmp_path, data_dir, kwar
     with pytest.raises(ValueError, match=match):
         run_grid(tiny(), runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False, **kwargs)
     assert not (tmp_path / "runs").exists()
+
+
+def test_members_refuse_both_teacher_sources_and_a_non_kdloss():
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    teacher = built("resnet8", 7)
+    with pytest.raises(ValueError, match="not both"):
+        train_population([built("lenet5", 0)], [Member(0, KDLoss(2.0), TEACHER_LOGITS, teacher)], IMAGES, LABELS,
+                         cfg, device="cpu")
+    with pytest.raises(ValueError, match="kd must be a KDLoss"):
+        train_population([built("lenet5", 0)], [Member(0, 2.0, TEACHER_LOGITS)], IMAGES, LABELS, cfg, device="cpu")
+
+
+def test_packed_linear_without_bias():
+    layers = [torch.nn.Linear(4, 3, bias=False) for _ in range(2)]
+    packed = pack([torch.nn.Sequential(layer) for layer in layers])
+    x = torch.randn(5, 2, 4)
+    out = packed(x.reshape(5, 8)).reshape(5, 2, 3)
+    for i, layer in enumerate(layers):
+        torch.testing.assert_close(out[:, i], layer(x[:, i]))

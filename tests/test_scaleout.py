@@ -52,3 +52,18 @@ def test_cli_refuses_slurm_options_without_submitit(tmp_path, capsys):
         main(["grid", "--runs-dir", str(tmp_path / "r"), "--slurm-time", "60"])
     assert exit_.value.code == 2 and "--slurm-* options need --executor submitit" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_reading_a_cache_keyed_elsewhere_trains_nothing(tmp_path, data_dir):
+    """numerics_as: the submitter reads the workers' models; a missing one is an error, not a retrain."""
+    cfg = tiny().replace(seeds=(0,), temperatures=(2.0,), teacher_seeds=(0,))
+    trained = run_grid(cfg, runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False)
+    from kdfair_utils.train import numerics
+
+    found = numerics("cpu")
+    again = run_grid(cfg, runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False, numerics_as=found)
+    assert again.trained == [] and [s.key for s in again.specs] == [s.key for s in trained.specs]
+    other = {**found, "device": "cuda", "precision": "bf16"}
+    other.pop("threads")
+    with pytest.raises(RuntimeError, match="3 model.* are missing or damaged"):
+        run_grid(cfg, runs_dir=tmp_path / "runs", data_dir=data_dir, progress=False, numerics_as=other)

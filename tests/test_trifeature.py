@@ -123,3 +123,13 @@ def test_stratified_split_and_twin_subset(data_dir):
 def test_bad_stratified_options(kwargs, match, data_dir):
     with pytest.raises(ValueError, match=match):
         load_dataset("trifeature", data_dir=data_dir, image_size=16, **kwargs)
+
+
+def test_split_checks_its_twin_sources():
+    from kdfair_utils.datasets import Split
+
+    images, labels = np.zeros((3, 1, 2, 2), np.uint8), np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match="source must hold 3"):
+        Split(images, labels, {}, np.array([0, 1]))
+    with pytest.raises(ValueError, match="source must hold 3"):
+        Split(images, labels, {}, np.array([0, -1, 2]))
