@@ -72,7 +72,8 @@ def _packed_layer(layers: list[nn.Module]) -> nn.Module:
     first, p = layers[0], len(layers)
     if isinstance(first, nn.Conv2d):
         conv = nn.Conv2d(p * first.in_channels, p * first.out_channels, first.kernel_size, first.stride,
-                         first.padding, first.dilation, groups=p * first.groups, bias=first.bias is not None)
+                         first.padding, first.dilation, groups=p * first.groups, bias=first.bias is not None,
+                         device=first.weight.device, dtype=first.weight.dtype)
         with torch.no_grad():
             conv.weight.copy_(torch.cat([m.weight for m in layers]))
             if first.bias is not None:
@@ -80,7 +81,8 @@ def _packed_layer(layers: list[nn.Module]) -> nn.Module:
         return conv
     if isinstance(first, nn.BatchNorm2d):
         bn = nn.BatchNorm2d(p * first.num_features, first.eps, first.momentum, first.affine,
-                            first.track_running_stats)
+                            first.track_running_stats, device=first.running_mean.device,
+                            dtype=first.running_mean.dtype)
         with torch.no_grad():
             for name in ("weight", "bias", "running_mean", "running_var"):
                 getattr(bn, name).copy_(torch.cat([getattr(m, name) for m in layers]))

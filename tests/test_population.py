@@ -163,3 +163,25 @@ def test_packed_linear_without_bias():
     out = packed(x.reshape(5, 8)).reshape(5, 2, 3)
     for i, layer in enumerate(layers):
         torch.testing.assert_close(out[:, i], layer(x[:, i]))
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet8"])
+def test_packed_gradients_equal_one_at_a_time_in_float64(arch):
+    """The arithmetic is the same: in float64 only the summation order differs (≤ 1e-12)."""
+    models = [built(arch, s).double().train() for s in (0, 1, 2)]
+    packed = pack(models).train()
+    x = torch.rand(3, 16, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 10, (3, 16))
+    out = unpack_outputs(packed(pack_inputs(x)), 3)
+    population_loss(out, None, y, [None] * 3).sum().backward()
+    for i, m in enumerate(models):
+        F.cross_entropy(m(x[i]), y[i]).backward()
+    grads = copy.deepcopy(packed)
+    with torch.no_grad():
+        for (_, p), (_, g) in zip(packed.named_parameters(), grads.named_parameters()):
+            g.copy_(p.grad)
+    mirrors = [built(arch, 9).double() for _ in models]
+    unpack(grads, mirrors)
+    for m, mirror in zip(models, mirrors):
+        for (name, p), (_, g) in zip(m.named_parameters(), mirror.named_parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-12, atol=1e-12, msg=name)
