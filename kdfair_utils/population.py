@@ -214,11 +214,13 @@ def population_loss(out: torch.Tensor, teacher_out: torch.Tensor | None, y: torc
 
 def train_population(models: Sequence[nn.Module], members: Sequence[Member], images: np.ndarray,
                      labels: np.ndarray, cfg: TrainConfig, *, device: str | torch.device = "auto",
-                     progress: bool = True, desc: str = "population",
-                     precision: str = "auto") -> list[dict[str, list[float]]]:
+                     progress: bool = True, desc: str = "population", precision: str = "auto",
+                     compile: bool = False) -> list[dict[str, list[float]]]:
     """Train ``models`` (one architecture, already initialised) together, in place; member i
     trains ``models[i]`` as :func:`~kdfair_utils.train.train_model` would with ``members[i]``'s
-    seed, loss and teacher (``precision`` as there). Returns each model's per-epoch mean loss."""
+    seed, loss and teacher (``precision`` as there). ``compile=True`` runs the packed network
+    through ``torch.compile`` (off by default: on a CPU it was slower, see
+    ``benchmarks/bench_compile.py``). Returns each model's per-epoch mean loss."""
     from tqdm.auto import tqdm
 
     cfg.validate()
@@ -278,6 +280,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    forward = torch.compile(packed.forward) if compile else packed.forward
     n = len(labels)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -308,7 +311,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step, total, steps_per_epoch)
                 with _autocast(dev, precision):
-                    out = unpack_outputs(packed(x), p).float()
+                    out = unpack_outputs(forward(x), p).float()
                     t_out = None
                     if distilling:
                         t_out = _teacher_outputs(members, stream, idx, xs, logit_tables, out, stats is not None)

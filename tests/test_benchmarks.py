@@ -37,3 +37,12 @@ def test_gpu_check_reduced_on_cpu(tmp_path):
     assert hours["total_hours"] == pytest.approx(hours["teachers_hours"] + hours["students_hours"])
     assert hours["teachers_hours"] > 0
     assert f"gpu check {'passed' if summary['agreement']['passed'] else 'FAILED'}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_compile_reduced_on_cpu():
+    proc = run("bench_compile.py", "--reduced", "--device", "cpu", "--members", "2", "--images", "256",
+               "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    row = proc.stdout.strip().splitlines()[-1].split()
+    assert row[0] == "lenet5" and row[-1].endswith("x") and float(row[-1][:-1]) > 0
