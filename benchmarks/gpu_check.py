@@ -182,9 +182,9 @@ def main() -> int:
                                classes=100, augment="flip_translate", streams=m),
         "resnet56": throughput("resnet56" if not a.reduced else "resnet8", None, 5 if not a.reduced else 2,
                                device=device, images=n, classes=100, augment="flip_translate", streams=5),
-        "resnet20_kd": throughput("resnet20" if not a.reduced else "resnet8", "resnet56" if not a.reduced else "resnet8",
-                                  50 if not a.reduced else 4, device=device, images=n, classes=100,
-                                  augment="flip_translate", streams=5 if not a.reduced else 2),
+        "resnet20_kd": throughput("resnet8" if a.reduced else "resnet20", "resnet8" if a.reduced else "resnet56",
+                                  4 if a.reduced else 50, device=device, images=n, classes=100,
+                                  augment="flip_translate", streams=2 if a.reduced else 5),
     }
     for name, row in speed.items():
         print(f"throughput {name:<12} one model {row['single_img_per_s']:>10,.0f} img/s, population "

@@ -70,10 +70,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     profile = get_profile(args.profile, _overrides(args, prefix=f"{args.experiment}."))
     cfg = profile.experiment(args.experiment)
-    slurm = {name: value for name, value in (("slurm_partition", args.slurm_partition),
-                                             ("slurm_gpus_per_task", args.slurm_gpus_per_task),
-                                             ("timeout_min", args.slurm_time), ("cpus_per_task", args.slurm_cpus_per_task),
-                                             ("mem_gb", args.slurm_mem_gb)) if value is not None}
+    given = (("slurm_partition", args.slurm_partition), ("slurm_gpus_per_task", args.slurm_gpus_per_task),
+             ("timeout_min", args.slurm_time), ("cpus_per_task", args.slurm_cpus_per_task),
+             ("mem_gb", args.slurm_mem_gb))
+    slurm = {name: value for name, value in given if value is not None}
     if slurm and args.executor != "submitit":
         raise ValueError("--slurm-* options need --executor submitit")
     result = run_grid_workers(cfg, workers=args.workers, executor=args.executor, cluster=args.cluster, slurm=slurm,

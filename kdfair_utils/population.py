@@ -205,7 +205,8 @@ def population_loss(out: torch.Tensor, teacher_out: torch.Tensor | None, y: torc
     dev = out.device
     temps = torch.tensor([kd.temperature if kd else 1.0 for kd in kds], device=dev, dtype=out.dtype).view(p, 1, 1)
     alphas = torch.tensor([kd.alpha if kd else 0.0 for kd in kds], device=dev, dtype=out.dtype)
-    scale = torch.tensor([(kd.temperature ** 2 if kd.t2_scaling else 1.0) if kd else 0.0 for kd in kds], device=dev, dtype=out.dtype)
+    scale = torch.tensor([(kd.temperature ** 2 if kd.t2_scaling else 1.0) if kd else 0.0 for kd in kds],
+                         device=dev, dtype=out.dtype)
     log_s = F.log_softmax(out / temps, dim=-1)
     log_t = F.log_softmax(teacher_out.detach() / temps, dim=-1)
     kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(1)
