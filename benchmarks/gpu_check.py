@@ -1,6 +1,9 @@
-"""The GPU check: does the CUDA path agree with the CPU, how fast is it, and what would the
-paper's CIFAR-100 Table 1 grid cost? Under 8 minutes on one H100 (``--reduced``: seconds on a CPU,
-a smoke test the test suite runs so that this script cannot rot).
+"""The GPU check: CPU agreement, population throughput, and the paper's CIFAR-100 grid cost.
+
+Does the CUDA path agree with the CPU, how fast is it, and what would the paper's CIFAR-100
+Table 1 grid cost? Under 3 minutes on one H100 (``--reduced``: seconds on a CPU, a smoke test
+the test suite runs so that this script cannot rot; its sizes and models are tiny, so its
+"projection" means nothing).
 
 1. **Agreement.** (a) One packed SGD step on the CPU and on ``--device``, fp32 on both (TF32
    off): every weight within ``STEP_TOLERANCE`` — the same arithmetic, in another summation
@@ -187,6 +190,7 @@ def main() -> int:
                                   augment="flip_translate", streams=2 if a.reduced else 5),
     }
     for name, row in speed.items():
+        name = f"{name} (resnet8)" if a.reduced and name != "lenet5" else name
         print(f"throughput {name:<12} one model {row['single_img_per_s']:>10,.0f} img/s, population "
               f"{row['population_img_per_s']:>10,.0f} model-img/s ({row['population_speedup']:.2f}x)")
     t = PAPER_TABLE1
@@ -205,7 +209,8 @@ def main() -> int:
                "seconds": time.perf_counter() - started, "reduced": a.reduced}
     if a.out:
         Path(a.out).write_text(json.dumps(summary, indent=2))
-    print(f"gpu check {'passed' if check['passed'] else 'FAILED'} in {summary['seconds']:.0f} s")
+    verdict = "done (throughput only)" if a.throughput_only else ("passed" if check["passed"] else "FAILED")
+    print(f"gpu check {verdict} in {summary['seconds']:.0f} s")
     return 0 if check["passed"] else 1
 
 

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 from .experiments import EXPERIMENTS, PROFILES, get_profile
 from .grid import POPULATION_SIZE
+from .scaleout import DEFAULT_TIMEOUT_MIN
+from .train import resolve_precision
 
 SHORTCUTS = ("label", "teacher", "student", "seeds", "temperatures")
 
@@ -76,12 +78,19 @@ def cmd_grid(args: argparse.Namespace) -> int:
     slurm = {name: value for name, value in given if value is not None}
     if slurm and args.executor != "submitit":
         raise ValueError("--slurm-* options need --executor submitit")
+    if args.workers != 1 and args.executor != "submitit":
+        raise ValueError(f"--workers {args.workers} needs --executor submitit")
+    if args.slurm_time is not None and args.slurm_time < 1:
+        raise ValueError(f"--slurm-time must be at least 1 minute, got {args.slurm_time}")
     result = run_grid_workers(cfg, workers=args.workers, executor=args.executor, cluster=args.cluster, slurm=slurm,
                               runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device,
                               precision=args.precision, engine=args.engine, population_size=args.population_size,
                               progress=not args.quiet)
+    precision = (resolve_precision(args.precision, args.device) if args.executor == "local"
+                 else f"{args.precision} (resolved by each worker)")
     print(f"profile {args.profile}, experiment {args.experiment}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> "
-          f"{cfg.student}, {len(result.specs)} models (loaded {len(result.loaded)}, trained {len(result.trained)})")
+          f"{cfg.student}, {len(result.specs)} models (loaded {len(result.loaded)}, trained {len(result.trained)}; "
+          f"engine {args.engine}, precision {precision})")
     table = summarize(result.table(), "accuracy").frame()
     print(table.drop(columns=["role"]).to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–"))
     return 0
@@ -149,14 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{POPULATION_SIZE['cuda']} on a GPU; bounded by memory)")
     g.add_argument("--executor", default="local", choices=("local", "submitit"),
                    help="local: this process; submitit: --workers array tasks (SLURM, or local processes)")
-    g.add_argument("--workers", type=int, default=1, help="array tasks sharing the cache (submitit)")
+    g.add_argument("--workers", type=int, default=1, help="tasks sharing the cache (submitit; default 1)")
     g.add_argument("--cluster", default="auto", choices=("auto", "slurm", "local", "debug"),
-                   help="submitit cluster: auto = SLURM where sbatch exists, else local processes")
-    g.add_argument("--slurm-partition", default=None)
-    g.add_argument("--slurm-gpus-per-task", type=int, default=None)
-    g.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="time limit of each task")
-    g.add_argument("--slurm-cpus-per-task", type=int, default=None)
-    g.add_argument("--slurm-mem-gb", type=float, default=None)
+                   help="submitit cluster: auto = SLURM where sbatch exists, else local processes; debug = the "
+                        "workers one after another in this process (default auto)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--slurm-gpus-per-task", type=int, default=None, help="GPUs of each SLURM task")
+    g.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                   help=f"time limit of each task (default {DEFAULT_TIMEOUT_MIN})")
+    g.add_argument("--slurm-cpus-per-task", type=int, default=None, help="CPU cores of each task")
+    g.add_argument("--slurm-mem-gb", type=float, default=None, help="memory of each task, GB")
     g.set_defaults(func=cmd_grid)
 
     r = sub.add_parser("run", help="execute the notebook series and write the report into <runs>/<profile> "

@@ -501,7 +501,8 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sh
         members = [Member(spec.seed, kd, name=spec.name, **source) for spec, kd, source in zip(specs, kds, sources)]
         histories = train_population(models, members, data.train.images, data.train.labels, recipe, device=device,
                                      progress=progress, precision=precision,
-                                     desc=f"{len(specs)} × {specs[0].arch} ({specs[0].role})")
+                                     desc=f"{len(specs)} × {specs[0].arch} "
+                                          f"({'teachers' if specs[0].role == 'teacher' else 'students'})")
     else:
         histories = [train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
                                  progress=progress, desc=spec.name, kd=kd, precision=precision, **source)

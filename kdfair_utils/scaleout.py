@@ -104,10 +104,13 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
         raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
     check_writable_dir(runs, "runs_dir")
     folder = runs / "submitit"
-    ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=None if cluster == "auto" else cluster)
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=None if cluster == "auto" else cluster)
     if ex.cluster != "slurm":  # the workers run on this machine: its device must exist
         dev = check_device(device)
         slurm.setdefault("gpus_per_node", 1 if dev.type == "cuda" else 0)  # else CUDA_VISIBLE_DEVICES=""
+        dropped = sorted(k for k in slurm if k.startswith("slurm_"))
+        if dropped and progress:
+            print(f"note: {ex.cluster} workers ignore the SLURM-only options {', '.join(dropped)}")
         slurm = {k: v for k, v in slurm.items() if not k.startswith("slurm_")}
     slurm.setdefault("timeout_min", DEFAULT_TIMEOUT_MIN)
     ex.update_parameters(name=f"kdfair-{cfg.label}", **({"slurm_array_parallelism": workers} if
@@ -118,6 +121,9 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
         print(f"submitted {workers} {ex.cluster} worker(s) for grid {cfg.label}: "
               f"{', '.join(j.job_id for j in jobs)}; logs in {folder}")
     outcomes = [job.result() for job in jobs]  # raises a worker's error, with its log
+    if progress:
+        print(f"workers trained {sum(len(o['trained']) for o in outcomes)} model(s): "
+              + ", ".join(f"{job.job_id} → {len(o['trained'])}" for job, o in zip(jobs, outcomes)))
     trained = [key for outcome in outcomes for key in outcome["trained"]]
     if len(trained) != len(set(trained)):
         raise RuntimeError("a model was trained by two workers; is flock shared on this file system?")

@@ -78,8 +78,11 @@ class TrifeatureSpec:
         check_number(self.shape_scale, f"{prefix}shape_scale", minimum=0.1, maximum=1)
         check_number(self.texture_period, f"{prefix}texture_period", minimum=0, maximum=1, min_inclusive=False)
         check_int(self.supersample, f"{prefix}supersample", minimum=1, maximum=8)
-        check_int(self.test_per_combination, f"{prefix}test_per_combination", minimum=0,
-                  maximum=self.per_combination - 1)
+        check_int(self.test_per_combination, f"{prefix}test_per_combination", minimum=0)
+        if self.test_per_combination >= self.per_combination:
+            raise ValueError(f"{prefix}test_per_combination ({self.test_per_combination}) must be less than "
+                             f"{prefix}per_combination ({self.per_combination}): set both (0 = a random "
+                             f"{prefix}test_fraction split)")
         check_int(self.twins_per_combination, f"{prefix}twins_per_combination", minimum=0,
                   maximum=self.test_per_combination or self.per_combination)
         if self.test_per_combination and self.test_fraction != TrifeatureSpec.test_fraction:

@@ -26,10 +26,13 @@ def test_grid_command_prints_what_it_loaded_and_trained(tmp_path, data_dir, caps
     args = ["grid", "--profile", "quick", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet", *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "experiment main: trifeature/shape, resnet8 -> lenet5, 5 models (loaded 0, trained 5)" in out
+    from kdfair_utils.train import resolve_precision
+
+    assert ("experiment main: trifeature/shape, resnet8 -> lenet5, 5 models (loaded 0, trained 5; engine population, "
+            f"precision {resolve_precision('auto', 'cpu')})") in out
     assert "DS@T=2" in out and "ci_low" in out
     assert main(args) == 0
-    assert "5 models (loaded 5, trained 0)" in capsys.readouterr().out
+    assert "5 models (loaded 5, trained 0; engine population" in capsys.readouterr().out
 
 
 def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_dir, capsys):

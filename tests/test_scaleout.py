@@ -24,7 +24,8 @@ def test_submitit_local_workers_equal_the_in_process_runner(tmp_path, data_dir, 
     here = run_grid(tiny(), runs_dir=tmp_path / "here", data_dir=data_dir, progress=False, population_size=3)
     there = run_grid_workers(tiny(), workers=2, executor="submitit", cluster="local", runs_dir=tmp_path / "there",
                              data_dir=data_dir, population_size=3, progress=True)
-    assert "submitted 2 local worker(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "submitted 2 local worker(s)" in out and "workers trained 11 model(s)" in out
     assert there.trained == [] and len(there.loaded) == 11  # the workers trained everything
     assert [s.key for s in there.specs] == [s.key for s in here.specs]
     for pop in here.populations():

@@ -116,7 +116,7 @@ def test_stratified_split_and_twin_subset(data_dir):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"per_combination": 3, "test_per_combination": 3}, "test_per_combination must be <= 2"),
+    ({"per_combination": 3, "test_per_combination": 3}, r"test_per_combination \(3\) must be less than"),
     ({"per_combination": 3, "test_per_combination": 2, "twins_per_combination": 3}, "twins_per_combination must be <= 2"),
     ({"per_combination": 3, "test_per_combination": 2, "test_fraction": 0.5}, "not both"),
 ])
