@@ -15,16 +15,12 @@ def binary_problem(draw):
     k = draw(st.integers(2, 10))
     seed = draw(st.integers(0, 2**31))
     rng = np.random.default_rng(seed)
-    groups = rng.integers(0, k, n)
-    groups[:k] = np.arange(k)  # every group present
+    # every group has at least two members (n >= 20 >= 2k), one negative and one positive, so
+    # fairlearn's rates are all defined (moving a lone member to another group after that group
+    # was fixed up could leave it without a positive)
+    groups = np.concatenate([np.repeat(np.arange(k), 2), rng.integers(0, k, n - 2 * k)])
     y = rng.integers(0, 2, n)
-    # every group has positives and negatives, so fairlearn's rates are all defined
-    for g in range(k):
-        idx = np.flatnonzero(groups == g)
-        if len(idx) >= 2:
-            y[idx[0]], y[idx[1]] = 0, 1
-        else:
-            groups[idx] = (g + 1) % k
+    y[0:2 * k:2], y[1:2 * k:2] = 0, 1
     weights = rng.random(n) + 0.05 if draw(st.booleans()) else None
     p = (rng.random(n) < rng.random()).astype(int)
     return y, p, groups, weights
