@@ -42,8 +42,8 @@ from torch.nn import functional as F
 from .checks import SEED_RANGE, check_int
 from .distill import KDLoss, check_logits
 from .models import CIFAR_RESNET_DEPTHS
-from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, exact_fp32, resolve_device,
-                    resolve_precision)
+from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, build_optimizer, check_training_data,
+                    exact_fp32, resolve_device, resolve_precision)
 
 PACKABLE = tuple(f"resnet{d}" for d in CIFAR_RESNET_DEPTHS) + ("lenet5",)
 
@@ -167,13 +167,6 @@ class Member:
     name: str = "model"
 
 
-def _member_groups(cfg: TrainConfig, params: dict[str, nn.Parameter], single: nn.Module) -> list[dict]:
-    shapes = dict(single.named_parameters())
-    decay = [p for n, p in params.items() if shapes[n].ndim > 1]  # weights decay, biases and BN do not
-    no_decay = [p for n, p in params.items() if shapes[n].ndim <= 1]
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _member_view(param: torch.Tensor, p: int) -> torch.Tensor:
     """A packed parameter (or its gradient) as ``[P, -1]``: member i's entries in row i (a copy
     where the memory format needs one, so read it, never write to it)."""
@@ -193,20 +186,28 @@ def _clip_per_member(params: list[nn.Parameter], p: int, max_norm: float) -> Non
             param.grad.mul_(rows.view(-1, *([1] * (param.grad.ndim - 1))))
 
 
+def _loss_knobs(kds: Sequence[KDLoss | None], device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-member ``(T [P, 1, 1], α [P], T² or 1 [P])``; cross-entropy members get T = 1, α = 0."""
+    temps = torch.tensor([kd.temperature if kd else 1.0 for kd in kds], device=device, dtype=dtype)
+    alphas = torch.tensor([kd.alpha if kd else 0.0 for kd in kds], device=device, dtype=dtype)
+    scale = torch.tensor([(kd.temperature ** 2 if kd.t2_scaling else 1.0) if kd else 0.0 for kd in kds],
+                         device=device, dtype=dtype)
+    return temps.view(-1, 1, 1), alphas, scale
+
+
 def population_loss(out: torch.Tensor, teacher_out: torch.Tensor | None, y: torch.Tensor,
-                    kds: Sequence[KDLoss | None]) -> torch.Tensor:
+                    kds: Sequence[KDLoss | None],
+                    knobs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Per-member losses ``[P]`` for logits ``out [P, B, C]``: cross-entropy for ``kd=None``,
     else α·[T²·]KL(teacher^T ‖ student^T) + (1 − α)·CE, each batch-mean (as :class:`KDLoss`).
-    ``y`` is ``[P, B]``; ``teacher_out [P, B, C]`` is ignored for cross-entropy members."""
+    ``y`` is ``[P, B]``; ``teacher_out [P, B, C]`` is ignored for cross-entropy members; ``knobs``:
+    :func:`_loss_knobs` computed once by a training loop (else here)."""
     p, b, c = out.shape
     ce = F.cross_entropy(out.reshape(p * b, c), y.reshape(p * b), reduction="none").view(p, b).mean(1)
     if teacher_out is None or all(kd is None for kd in kds):
         return ce
-    dev = out.device
-    temps = torch.tensor([kd.temperature if kd else 1.0 for kd in kds], device=dev, dtype=out.dtype).view(p, 1, 1)
-    alphas = torch.tensor([kd.alpha if kd else 0.0 for kd in kds], device=dev, dtype=out.dtype)
-    scale = torch.tensor([(kd.temperature ** 2 if kd.t2_scaling else 1.0) if kd else 0.0 for kd in kds],
-                         device=dev, dtype=out.dtype)
+    temps, alphas, scale = knobs if knobs is not None else _loss_knobs(kds, out.device, out.dtype)
     log_s = F.log_softmax(out / temps, dim=-1)
     log_t = F.log_softmax(teacher_out.detach() / temps, dim=-1)
     kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(1)
@@ -239,11 +240,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
         if m.teacher_logits is not None and cfg.augment != "none":
             raise ValueError(f"{m.name}: teacher_logits are for un-augmented training; with augment="
                              f"{cfg.augment!r} pass the teacher model instead")
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"images must be non-empty uint8 [N, C, H, W], got {images.dtype} {images.shape}")
-    if labels.shape != (len(images),) or labels.dtype.kind not in "iu" or (labels < 0).any():
-        raise ValueError(f"labels must be non-negative integers [N={len(images)}], got {labels.dtype} {labels.shape}")
+    images, labels = check_training_data(images, labels)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     p = len(models)
@@ -276,11 +273,9 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
     kds = [m.kd for m in members]
 
     params = dict(packed.named_parameters())
-    groups = _member_groups(cfg, params, single)
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    shapes = dict(single.named_parameters())  # a packed parameter decays where the member's would
+    opt = build_optimizer(cfg, [(param, shapes[name].ndim > 1) for name, param in params.items()])
+    knobs = _loss_knobs(kds, dev, torch.float32)  # once, not per step
     forward = torch.compile(packed.forward) if compile else packed.forward
     n = len(labels)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -322,7 +317,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
                     if int(y_all.max()) >= out.shape[2]:
                         raise ValueError(f"labels must lie in [0, {out.shape[2]}) (the model's classes), "
                                          f"got a label {int(y_all.max())}")
-                losses = population_loss(out, t_out, y, kds)
+                losses = population_loss(out, t_out, y, kds, knobs)
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 if cfg.grad_clip is not None:

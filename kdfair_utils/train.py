@@ -204,6 +204,30 @@ def exact_fp32(device: torch.device, precision: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def check_training_data(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` as arrays: non-empty uint8 ``[N, C, H, W]`` and non-negative integers
+    ``[N]`` (``ValueError`` otherwise)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be non-empty uint8 [N, C, H, W], got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels < 0).any():
+        raise ValueError(f"labels must be non-negative integers [N], got {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+    return images, labels
+
+
+def build_optimizer(cfg: TrainConfig, params: list[tuple[nn.Parameter, bool]]) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``(parameter, decays)`` pairs: weight decay on the weights
+    (``decays``), none on biases and batch-norm parameters."""
+    decay = [p for p, decays in params if decays]
+    no_decay = [p for p, decays in params if not decays]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
 def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, seed: int,
                 device: str | torch.device = "auto", teacher: nn.Module | None = None,
                 teacher_logits: np.ndarray | None = None, kd: KDLoss | None = None, progress: bool = True,
@@ -227,13 +251,7 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
         raise ValueError("teacher_logits are for un-augmented training; with augment="
                          f"{cfg.augment!r} pass the teacher model instead")
     check_int(seed, "seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"images must be non-empty uint8 [N, C, H, W], got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels < 0).any():
-        raise ValueError(f"labels must be non-negative integers [N], got {labels.dtype} {labels.shape}")
-    if len(images) != len(labels):
-        raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+    images, labels = check_training_data(images, labels)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     seed_everything(seed)
@@ -245,14 +263,7 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     y_all = torch.as_tensor(labels, dtype=torch.long, device=dev)
     t_all = torch.as_tensor(teacher_logits, dtype=torch.float32, device=dev) if teacher_logits is not None else None
 
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    opt = build_optimizer(cfg, [(p, p.ndim > 1) for p in model.parameters()])
     history: dict[str, list[float]] = {"loss": []}
     with exact_fp32(dev, precision):
         _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, precision, history, desc, progress)
