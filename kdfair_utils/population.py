@@ -43,7 +43,7 @@ from .checks import SEED_RANGE, check_int
 from .distill import KDLoss, check_logits
 from .models import CIFAR_RESNET_DEPTHS
 from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, build_optimizer, check_training_data,
-                    exact_fp32, resolve_device, resolve_precision)
+                    exact_fp32, record_epoch_loss, resolve_device, resolve_precision)
 
 PACKABLE = tuple(f"resnet{d}" for d in CIFAR_RESNET_DEPTHS) + ("lenet5",)
 
@@ -326,11 +326,8 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
                 step += 1
                 running += losses.detach().to(running.dtype) * y.shape[1]
             epoch = (running / n).tolist()
-            for i, value in enumerate(epoch):
-                histories[i]["loss"].append(value)
-                if not math.isfinite(value):
-                    raise RuntimeError(f"{members[i].name}: training diverged (mean loss {value} in epoch "
-                                       f"{len(histories[i]['loss'])}); lower the learning rate or set grad_clip")
+            for history, value, member in zip(histories, epoch, members):
+                record_epoch_loss(history, value, member.name)
             bar.set_postfix(loss=f"{float(np.mean(epoch)):.3f}")
     if stats is not None:
         packed[0] = entry

@@ -204,6 +204,15 @@ def exact_fp32(device: torch.device, precision: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def record_epoch_loss(history: dict[str, list[float]], loss: float, desc: str) -> None:
+    """Append an epoch's mean loss; ``RuntimeError`` if it is not finite (so a diverged model is
+    never cached)."""
+    history["loss"].append(loss)
+    if not math.isfinite(loss):
+        raise RuntimeError(f"{desc}: training diverged (mean loss {loss} in epoch {len(history['loss'])}); "
+                           "lower the learning rate or set grad_clip")
+
+
 def check_training_data(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(images, labels)`` as arrays: non-empty uint8 ``[N, C, H, W]`` and non-negative integers
     ``[N]`` (``ValueError`` otherwise)."""
@@ -313,10 +322,7 @@ def _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, p
             step += 1
             running += float(loss.detach()) * len(idx)
             seen += len(idx)
-        history["loss"].append(running / seen)
-        if not math.isfinite(history["loss"][-1]):
-            raise RuntimeError(f"{desc}: training diverged (mean loss {history['loss'][-1]} in epoch "
-                               f"{len(history['loss'])}); lower the learning rate or set grad_clip")
+        record_epoch_loss(history, running / seen, desc)
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
 
 
