@@ -116,18 +116,30 @@ def class_bias_test(y_true: Any, preds_a: Any, preds_b: Any, *, significance: fl
     p, ``significant`` (raw p < significance) and ``status``. ``counts``: raw (the paper's
     #SC/#TC), BH and Holm.
     """
-    import pandas as pd
-
     check_significance(significance)
     y = np.asarray(y_true)
     pa, pb = _check_preds("preds_a", preds_a, len(y)), _check_preds("preds_b", preds_b, len(y))
-    _check_population_sizes(len(pa), len(pb))
     c = int(max(y.max(), pa.max(), pb.max()) + 1) if n_classes is None else int(n_classes)
     acc_a, ov_a = per_class_accuracy(y, pa, c)
     acc_b, ov_b = per_class_accuracy(y, pb, c)
+    return class_bias_from_accuracy(acc_a, ov_a, acc_b, ov_b, significance=significance, normalization=normalization,
+                                    class_names=class_names)
+
+
+def class_bias_from_accuracy(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray, *,
+                             significance: float = 0.05, normalization: str = "ratio",
+                             class_names: Sequence[str] | None = None) -> ClassBiasResult:
+    """:func:`class_bias_test` from per-class accuracies ``[models, classes]`` and overall
+    accuracies ``[models]`` (fractions) — also of models that only exist as accuracies, such as
+    the accuracy-matched students of :mod:`kdfair_utils.class_bias_controls`."""
+    import pandas as pd
+
+    check_significance(significance)
+    _check_population_sizes(len(acc_a), len(acc_b))
+    c = acc_a.shape[1]
     xa = normalized_class_accuracy(acc_a, ov_a, normalization)
     xb = normalized_class_accuracy(acc_b, ov_b, normalization)
-    present = ~np.isnan(xa).any(0)
+    present = ~(np.isnan(xa).any(0) | np.isnan(xb).any(0))
     res = welch_ttest(xa[:, present], xb[:, present])
     full = {k: np.full(c, np.nan) for k in ("t", "df", "p", "ci95")}
     status = np.full(c, "absent", dtype=object)
@@ -148,7 +160,7 @@ def class_bias_test(y_true: Any, preds_a: Any, preds_b: Any, *, significance: fl
     counts = SignificantCounts(raw=int(np.sum(full["p"] < significance)), bh=int(np.sum(p_bh < significance)),
                                holm=int(np.sum(p_holm < significance)), tested=int(np.sum(~np.isnan(full["p"]))))
     degenerate = {s: int(np.sum(status == s)) for s in ("identical_constant", "constant_different", "absent")}
-    return ClassBiasResult(table, counts, significance, normalization, (len(pa), len(pb)), degenerate)
+    return ClassBiasResult(table, counts, significance, normalization, (len(acc_a), len(acc_b)), degenerate)
 
 
 def significant_counts(y_true: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, *, significance: float = 0.05,
@@ -171,9 +183,15 @@ class NullCalibration:
     null_counts: dict[str, np.ndarray]  # "raw" / "bh" / "holm" → one count per relabelling
     exhaustive: bool
     equal_sizes: bool = False
+    # per relabelling: is it the observed split or (equal sizes) its mirror image?
+    is_observed: np.ndarray | None = None
 
     def expected(self, kind: str = "raw") -> float:
-        return float(self.null_counts[kind].mean())
+        """The chance level: the mean count over the relabellings other than the observed split
+        and its mirror (which are the real comparison, not chance)."""
+        null = self.null_counts[kind]
+        keep = np.ones(len(null), dtype=bool) if self.is_observed is None else ~self.is_observed
+        return float(null[keep].mean()) if keep.any() else math.nan
 
     def p_value(self, kind: str = "raw") -> float:
         """Permutation p of the observed count: the share of relabellings with at least that count.
@@ -200,7 +218,7 @@ class NullCalibration:
         return 1 / (self.n_splits + 1)
 
 
-def _relabellings(n_total: int, n_a: int, max_splits: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
+def relabellings(n_total: int, n_a: int, max_splits: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
     total = math.comb(n_total, n_a)
     if total <= max_splits:
         return list(itertools.combinations(range(n_total), n_a)), True
@@ -220,33 +238,57 @@ def null_calibration(y_true: Any, preds_a: Any, preds_b: Any | None = None, *, s
       permutation p-value of the observed count.
 
     All splits are enumerated when there are at most ``max_splits`` (5 + 5 models: 252), else
-    ``max_splits`` random ones.
+    ``max_splits`` random ones. :func:`null_from_accuracy` does the work on class accuracies.
     """
-    if isinstance(max_splits, bool) or not isinstance(max_splits, int) or max_splits < 1:
-        raise ValueError(f"max_splits must be an int >= 1, got {max_splits!r}")
-    check_significance(significance)
     y = np.asarray(y_true)
     pa = _check_preds("preds_a", preds_a, len(y))
+    c = int(max(y.max(), pa.max()) + 1) if n_classes is None else int(n_classes)
     if preds_b is None:
-        pool, n_a, observed = pa, len(pa) // 2, None
+        return null_from_accuracy(*per_class_accuracy(y, pa, c), significance=significance,
+                                  normalization=normalization, max_splits=max_splits, seed=seed)
+    pb = _check_preds("preds_b", preds_b, len(y))
+    c = max(c, int(pb.max()) + 1) if n_classes is None else c
+    return null_from_accuracy(*per_class_accuracy(y, pa, c), *per_class_accuracy(y, pb, c), significance=significance,
+                              normalization=normalization, max_splits=max_splits, seed=seed)
+
+
+def null_from_accuracy(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray | None = None,
+                       ov_b: np.ndarray | None = None, *, significance: float = 0.05, normalization: str = "ratio",
+                       max_splits: int = 500, seed: int = 0) -> NullCalibration:
+    """:func:`null_calibration` from per-class and overall accuracies (``acc_b=None``: split one
+    population into halves)."""
+    from .checks import check_int
+
+    check_int(max_splits, "max_splits", minimum=1)
+    check_significance(significance)
+    if acc_b is None:
+        pool, ov, n_a, observed = acc_a, ov_a, len(acc_a) // 2, None
     else:
-        pb = _check_preds("preds_b", preds_b, len(y))
-        pool, n_a = np.concatenate([pa, pb]), len(pa)
-        observed = significant_counts(y, pa, pb, significance=significance, normalization=normalization,
-                                      n_classes=n_classes)
+        pool, ov, n_a = np.concatenate([acc_a, acc_b]), np.concatenate([ov_a, ov_b]), len(acc_a)
     if n_a < 2 or len(pool) - n_a < 2:
         raise ValueError(f"need at least 2 models on each side of a split; got {len(pool)} models in all")
-    splits, exhaustive = _relabellings(len(pool), n_a, max_splits, seed)
+
+    def counts_of(mask: np.ndarray) -> SignificantCounts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return class_bias_from_accuracy(pool[mask], ov[mask], pool[~mask], ov[~mask], significance=significance,
+                                            normalization=normalization).counts
+
+    if acc_b is not None:
+        observed = counts_of(np.arange(len(pool)) < n_a)
+    splits, exhaustive = relabellings(len(pool), n_a, max_splits, seed)
+    equal = 2 * n_a == len(pool)
+    real = {tuple(range(n_a))} | ({tuple(range(n_a, len(pool)))} if equal else set())
     counts: dict[str, list[int]] = {k: [] for k in COUNT_KINDS}
     for idx in splits:
         mask = np.zeros(len(pool), dtype=bool)
         mask[list(idx)] = True
-        res = significant_counts(y, pool[mask], pool[~mask], significance=significance, normalization=normalization,
-                                 n_classes=n_classes)
+        res = counts_of(mask)
         for k in counts:
             counts[k].append(getattr(res, k))
-    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive,
-                           equal_sizes=2 * n_a == len(pool))
+    is_observed = None if acc_b is None else np.array([tuple(s) in real for s in splits])
+    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive, equal_sizes=equal,
+                           is_observed=is_observed)
 
 
 def disagreement_matrix(pred_f: Any, pred_g: Any, n_classes: int, *, include_diagonal: bool = False) -> np.ndarray:

@@ -76,6 +76,10 @@ class AnalysisConfig:
     twin_attributes: tuple[str, ...] = ("color", "texture")  # counterfactual twins for the Lipschitz ratio
     output_distance: str = "tv"                       # D between probability vectors: tv, l1, l2
     input_distance: str = "l2"                        # d between images: l2 (RMS pixels) or cosine
+    reference_draws: int = 200                        # shuffles of the zero-disparity reference of DPD/EOD
+    permutations: int = 1000                          # within-seed orderings of the trend tests over T
+    bootstrap_draws: int = 200                        # seed resamples behind each verdict's support
+    inference_seed: int = 0                           # seeds the shuffles, orderings and resamples
 
     def validate(self) -> None:
         check_significance(self.significance, "analysis.significance")
@@ -83,6 +87,12 @@ class AnalysisConfig:
             raise ValueError(f"analysis.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if isinstance(self.null_splits, bool) or not isinstance(self.null_splits, int) or self.null_splits < 1:
             raise ValueError(f"analysis.null_splits must be an int >= 1, got {self.null_splits!r}")
+        from .checks import SEED_RANGE, check_int
+
+        check_int(self.reference_draws, "analysis.reference_draws", minimum=2)
+        check_int(self.permutations, "analysis.permutations", minimum=1)
+        check_int(self.bootstrap_draws, "analysis.bootstrap_draws", minimum=1)
+        check_int(self.inference_seed, "analysis.inference_seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
         if self.output_distance not in OUTPUT_DISTANCES:
             raise ValueError(f"analysis.output_distance must be one of {OUTPUT_DISTANCES}, "
                              f"got {self.output_distance!r}")
@@ -97,7 +107,8 @@ class AnalysisConfig:
     def table_options(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`~kdfair_utils.grid.GridResult.table` these settings imply."""
         return {"attributes": self.attributes, "twin_attributes": self.twin_attributes,
-                "output_distance": self.output_distance, "input_distance": self.input_distance}
+                "output_distance": self.output_distance, "input_distance": self.input_distance,
+                "reference_draws": self.reference_draws, "reference_seed": self.inference_seed}
 
 
 @dataclass(frozen=True)

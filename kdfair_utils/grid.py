@@ -302,13 +302,18 @@ class GridResult:
         return np.stack([self._model_logits(t)[split] for t in chosen]).argmax(-1)
 
     def table(self, *, split: str = "test", attributes: Sequence[str] = (), twin_attributes: Sequence[str] = (),
-              output_distance: str = "tv", input_distance: str = "l2"):
+              output_distance: str = "tv", input_distance: str = "l2", reference_draws: int = 0,
+              reference_seed: int = 0):
         """Every model as one tidy row (pandas): ``key, role, arch, T, seed, teacher_seed, split``
         and its metrics on ``split``:
 
         * ``accuracy`` (%);
         * per protected attribute a in ``attributes``: ``dpd_<a>``, ``eod_<a>`` (%, the paper's
           Algorithm 1: one-vs-rest per class, macro-averaged; fairlearn's between-groups, worst case);
+          with ``reference_draws`` > 0 also their zero-disparity reference
+          (:func:`~kdfair_utils.group_fairness.zero_disparity_reference`, the same seeded shuffles
+          for every model): ``<m>_ref_<a>`` (mean), ``<m>_ref_low_<a>``, ``<m>_ref_high_<a>`` (95 %
+          of the draws) and ``<m>_excess_<a>`` (observed − reference mean);
         * per twin attribute a in ``twin_attributes``: ``lipschitz_<a>`` (mean D/d over each test
           image and its counterfactual twin with a changed) and ``flip_rate_<a>`` (%).
 
@@ -316,11 +321,12 @@ class GridResult:
         """
         import pandas as pd
 
-        from .group_fairness import multiclass_fairness
+        from .group_fairness import multiclass_fairness, zero_disparity_reference
         from .individual_fairness import flip_rate, lipschitz_ratio, softmax
         from .results import metric_column
 
-        key = (split, tuple(attributes), tuple(twin_attributes), output_distance, input_distance)
+        key = (split, tuple(attributes), tuple(twin_attributes), output_distance, input_distance, reference_draws,
+               reference_seed)
         if key in self._tables:
             return self._tables[key]
         self._check_split(split)
@@ -353,9 +359,19 @@ class GridResult:
             }
             for a in attributes:
                 groups = evaluated.attributes[a]
+                if reference_draws:
+                    refs = zero_disparity_reference(y, preds, sensitive_features=groups, draws=reference_draws,
+                                                    seed=reference_seed, n_classes=data.num_classes)
                 for metric in ("dpd", "eod"):
-                    cols[metric_column(metric, a)] = 100 * np.atleast_1d(multiclass_fairness(
-                        y, preds, sensitive_features=groups, metric=metric, n_classes=data.num_classes))
+                    if reference_draws:
+                        ref = refs[metric]
+                        parts = {"": ref.observed, "_ref": ref.mean, "_ref_low": ref.low, "_ref_high": ref.high,
+                                 "_excess": ref.excess}
+                        for part, values in parts.items():
+                            cols[metric_column(metric + part, a)] = 100 * values
+                    else:
+                        cols[metric_column(metric, a)] = 100 * np.atleast_1d(multiclass_fairness(
+                            y, preds, sensitive_features=groups, metric=metric, n_classes=data.num_classes))
             if twin_attributes:
                 probs = softmax(logits)
             for a, name in twin_splits.items():
@@ -374,6 +390,13 @@ class GridResult:
                                               "demographic parity difference, between groups (%)",
                                        "eod": "Algorithm 1 of fairlearn's equalized odds difference, between groups, "
                                               "worst case (%)",
+                                       **{f"{m}_{part}": f"{m.upper()} {what} (%): predictions shuffled within "
+                                          f"each true class across groups, {reference_draws} draws"
+                                          for m in ("dpd", "eod") for part, what in (
+                                              ("ref", "zero-disparity reference, mean"),
+                                              ("ref_low", "zero-disparity reference, 2.5th percentile"),
+                                              ("ref_high", "zero-disparity reference, 97.5th percentile"),
+                                              ("excess", "minus its zero-disparity reference"))},
                                        "lipschitz": f"mean D/d over counterfactual twins; D = {output_distance} on "
                                                     f"softmax outputs, d = {input_distance} on pixels in [0, 1]",
                                        "flip_rate": "share of counterfactual twins whose predicted class changes (%)"}}

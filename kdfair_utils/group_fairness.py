@@ -23,6 +23,7 @@ per model. All counting is one weighted ``np.bincount`` over (model, class, grou
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,13 +123,26 @@ def group_rates(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_gr
     """
     m, n = y_pred.shape
     c, k = n_classes, n_groups
-    cell = np.arange(m)[:, None] * (c * k) + y_pred * k + groups[None, :]  # (model, predicted class, group)
-    w = np.broadcast_to(weights, (m, n))
-    selected = np.bincount(cell.ravel(), weights=w.ravel(), minlength=m * c * k).reshape(m, c, k)
+    cell = y_pred * k + groups[None, :]  # (predicted class, group), then offset by the model
+    cell += (np.arange(m) * (c * k))[:, None]
     hit = (y_pred == y_true[None, :])
-    tp = np.bincount(cell[hit], weights=w[hit], minlength=m * c * k).reshape(m, c, k)
+    if np.all(weights == 1):  # unweighted counts are exact integers and faster
+        selected = np.bincount(cell.ravel(), minlength=m * c * k).reshape(m, c, k).astype(np.float64)
+        tp = np.bincount(cell[hit], minlength=m * c * k).reshape(m, c, k).astype(np.float64)
+    else:
+        w = np.broadcast_to(weights, (m, n))
+        selected = np.bincount(cell.ravel(), weights=w.ravel(), minlength=m * c * k).reshape(m, c, k)
+        tp = np.bincount(cell[hit], weights=w[hit], minlength=m * c * k).reshape(m, c, k)
     group_total = np.bincount(groups, weights=weights, minlength=k)  # [K]
     positives = np.bincount(y_true * k + groups, weights=weights, minlength=c * k).reshape(c, k)
+    return rates_from_counts(selected, tp, group_total, positives)
+
+
+def rates_from_counts(selected: np.ndarray, tp: np.ndarray, group_total: np.ndarray,
+                      positives: np.ndarray) -> dict[str, np.ndarray]:
+    """The rates of :func:`group_rates` from (weighted) counts: ``selected`` and ``tp`` per
+    (model, predicted class, group) ``[M, C, K]``, examples per group ``[K]`` and per (true class,
+    group) ``[C, K]``."""
     negatives = group_total[None, :] - positives
     fp = selected - tp
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -274,31 +288,159 @@ def multiclass_fairness(y_true: Any, y_pred: Any, *, sensitive_features: Any, me
         n_classes = len(classes)
         yt, yp = codes[: len(yt)], codes[len(yt):].reshape(yp.shape)
     single = yp.ndim == 1
-    rates = group_rates(yt.astype(np.int64), np.atleast_2d(yp).astype(np.int64), groups, int(groups.max()) + 1,
-                        int(n_classes), weights)
+    yp2 = np.atleast_2d(yp).astype(np.int64)
+    rates = group_rates(yt.astype(np.int64), yp2, groups, int(groups.max()) + 1, int(n_classes), weights)
+    out = _algorithm1(rates, _occurs(yt, yp2, int(n_classes)), metric, average, method, agg, undefined)
+    return (out[0] if average is None else float(out[0])) if single else out
+
+
+def _occurs(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per model, the classes that occur in ``y_true`` or in its own ``y_pred`` ``[models, classes]``."""
+    occurs = np.zeros((len(y_pred), n_classes), dtype=bool)
+    occurs[:, np.unique(y_true)] = True
+    occurs[np.repeat(np.arange(len(y_pred)), y_pred.shape[1]), y_pred.ravel()] = True
+    return occurs
+
+
+def _algorithm1(rates: dict[str, np.ndarray], occurs: np.ndarray, metric: str, average: str | None, method: str,
+                agg: str, undefined: str, warn: bool = True) -> np.ndarray:
+    """Per-class one-vs-rest DPD or EOD from :func:`group_rates`, macro-averaged over the classes
+    that occur (``average="macro"``, ``[models]``) or not (``[models, classes]``)."""
     if metric == "dpd":
         per_class = _difference(rates["selection"], rates["selection_overall"], method)
     else:
-        _resolve_undefined(rates, undefined, "one-vs-rest y_true")
+        if warn:
+            _resolve_undefined(rates, undefined, "one-vs-rest y_true")
+        elif undefined == "zero":
+            for name, count in (("tpr", rates["positives"]), ("fpr", rates["negatives"])):
+                rates[name][:, count <= 0] = 0.0
         per_class = _equalized_odds(rates, method, agg)
-    yp2 = np.atleast_2d(yp).astype(np.int64)
-    occurs = np.zeros((len(yp2), int(n_classes)), dtype=bool)  # per model: in y_true or in its y_pred
-    occurs[:, np.unique(yt)] = True
-    occurs[np.repeat(np.arange(len(yp2)), yp2.shape[1]), yp2.ravel()] = True
     nan_classes = (np.isnan(per_class) & occurs).any(axis=0)  # undefined where the class does occur
     per_class = np.where(occurs, per_class, np.nan)
     if average is None:
-        return per_class[0] if single else per_class
-    if nan_classes.any():
+        return per_class
+    if nan_classes.any() and warn:
         warnings.warn(f"{int(nan_classes.sum())} class(es) have an undefined {metric.upper()} and are left out "
-                      "of the macro average", UndefinedRateWarning, stacklevel=2)
+                      "of the macro average", UndefinedRateWarning, stacklevel=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        macro = np.nanmean(per_class, axis=-1)
-    return float(macro[0]) if single else macro
+        return np.nanmean(per_class, axis=-1)
+
+
+# ----------------------------------------------------------------------------- accuracy control
+@dataclass(frozen=True)
+class DisparityReference:
+    """A model's DPD or EOD beside its *zero-disparity reference*: the same metric after the
+    model's predictions are shuffled within each true class across groups. The shuffle keeps
+    every class's predictions (so accuracy, the confusion matrix and each class's error rate)
+    and removes any dependence on the group, so the reference is the disparity that finite
+    groups and the model's error rate produce on their own. Arrays are per model; ``low`` and
+    ``high`` are the central ``confidence`` interval of the draws, ``excess`` = observed − mean."""
+
+    metric: str
+    observed: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    draws: int
+    confidence: float
+
+    @property
+    def excess(self) -> np.ndarray:
+        return self.observed - self.mean
+
+
+def shuffled_counts(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_classes: int, n_groups: int,
+                    draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Counts ``selected`` and ``tp`` ``[draws, models, classes, groups]`` of ``draws`` random
+    shuffles of each model's predictions within each true class across groups.
+
+    A shuffle of the class-c examples pairs their predictions with their groups at random: the
+    counts per (prediction, group) form a random table with fixed margins (how often the model
+    predicts each class on class c; how many class-c examples each group has), drawn here group by
+    group and prediction by prediction from hypergeometric distributions — exactly the
+    distribution of a random permutation, for all draws and models at once, at a cost that does
+    not grow with the number of examples (it grows with classes² × groups)."""
+    m, c, k = len(y_pred), n_classes, n_groups
+    per_class_pred = np.bincount(((np.arange(m)[:, None] * c + y_true[None]) * c + y_pred).ravel(),
+                                 minlength=m * c * c).reshape(m, c, c)        # [model, true class, prediction]
+    group_sizes = np.bincount(y_true * k + groups, minlength=c * k).reshape(c, k)  # [true class, group]
+    remaining = np.array(np.broadcast_to(per_class_pred, (draws, m, c, c)))   # not yet given a group
+    selected = np.zeros((draws, m, c, k))
+    tp = np.zeros((draws, m, c, k))
+    diagonal = np.arange(c)
+    for g in range(k):
+        if g == k - 1:  # the last group takes what is left
+            x_all = remaining
+        else:
+            need = np.array(np.broadcast_to(group_sizes[:, g], (draws, m, c)))
+            beyond = np.cumsum(remaining[..., ::-1], axis=-1)[..., ::-1]  # predictions ≥ p still unassigned
+            x_all = np.zeros_like(remaining)
+            for p in range(c):
+                if p == c - 1:
+                    x = need
+                else:
+                    x = rng.hypergeometric(remaining[..., p], beyond[..., p + 1], need)
+                    need = need - x
+                x_all[..., p] = x
+            remaining = remaining - x_all
+        selected[..., g] = x_all.sum(axis=2)
+        tp[..., g] = x_all[:, :, diagonal, diagonal]
+    return selected, tp
+
+
+def zero_disparity_reference(y_true: Any, y_pred: Any, *, sensitive_features: Any, metrics: Sequence[str] = ("dpd", "eod"),
+                             draws: int = 200, seed: int = 0, confidence: float = 0.95, n_classes: int | None = None,
+                             method: str = "between_groups", agg: str = "worst_case",
+                             undefined: str = "exclude") -> dict[str, DisparityReference]:
+    """Observed Algorithm-1 DPD/EOD (:func:`multiclass_fairness`) of each model beside its
+    zero-disparity reference (:class:`DisparityReference`) from ``draws`` seeded shuffles of its
+    predictions within each true class (:func:`shuffled_counts`; unweighted).
+
+    No fairness library offers this: fairlearn's metrics are raw differences, which grow as
+    accuracy falls even when errors do not depend on the group at all. Judge a fairness effect
+    on the excess over the reference, and keep the raw value in view.
+    """
+    from .checks import check_int
+    from .stats import check_significance
+
+    check_int(draws, "draws", minimum=2)
+    check_significance(confidence, "confidence")
+    for m in metrics:
+        _check_option("metrics", m, ("dpd", "eod"))
+    observed = {m: np.atleast_1d(multiclass_fairness(y_true, y_pred, sensitive_features=sensitive_features, metric=m,
+                                                     n_classes=n_classes, method=method, agg=agg, undefined=undefined))
+                for m in metrics}
+    yt, yp, groups, weights = _prepare(y_true, y_pred, sensitive_features, None)
+    if yt.dtype.kind not in "iub" or yp.dtype.kind not in "iub":
+        raise ValueError("zero_disparity_reference needs integer class labels")
+    c = int(max(yt.max(), yp.max()) + 1) if n_classes is None else int(n_classes)
+    yp2 = np.atleast_2d(yp).astype(np.int64)
+    yt = yt.astype(np.int64)
+    m_models, k = len(yp2), int(groups.max()) + 1
+    occurs = np.tile(_occurs(yt, yp2, c), (draws, 1))  # a shuffle keeps each model's predicted classes
+    selected, tp = shuffled_counts(yt, yp2, groups, c, k, draws, np.random.default_rng(seed))
+    group_total = np.bincount(groups, minlength=k).astype(np.float64)
+    positives = np.bincount(yt * k + groups, minlength=c * k).reshape(c, k).astype(np.float64)
+    rates = rates_from_counts(selected.reshape(-1, c, k), tp.reshape(-1, c, k), group_total, positives)
+    tail = 100 * (1 - confidence) / 2
+    out = {}
+    for m in metrics:
+        v = _algorithm1(dict(rates), occurs, m, "macro", method, agg, undefined, warn=False).reshape(draws, m_models)
+        out[m] = DisparityReference(m, observed[m], v.mean(0), np.percentile(v, tail, axis=0),
+                                    np.percentile(v, 100 - tail, axis=0), draws, confidence)
+    return out
 
 
 def summaries(table: Any, attributes: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:
     """DPD and EOD of every population for each protected attribute, from a per-model table
-    (:meth:`~kdfair_utils.grid.GridResult.table`): the records notebook 04 writes."""
-    return [summarize(table, metric, a, experiment=experiment) for a in attributes for metric in ("dpd", "eod")]
+    (:meth:`~kdfair_utils.grid.GridResult.table`), with their zero-disparity reference and excess
+    where the table has them: the records notebook 04 writes."""
+    from .results import REFERENCE_PARTS, metric_column
+
+    out = []
+    for a in attributes:
+        for metric in ("dpd", "eod"):
+            names = [metric] + [f"{metric}_{part}" for part in REFERENCE_PARTS]
+            out += [summarize(table, m, a, experiment=experiment) for m in names if metric_column(m, a) in table]
+    return out

@@ -99,23 +99,54 @@ def summary_vs_temperature(summary: Any, *, ylabel: str | None = None, ax=None):
     return metric_vs_temperature(frame[frame.role == "ds"], metric="mean", std="std", ylabel=label, refs=refs, ax=ax)
 
 
-def counts_vs_temperature(table: Any, *, null_expected: float | None = None, n_classes: int | None = None,
-                          title: str = ""):
-    """#SC and #TC (raw and BH) against T — the paper's Fig. 3 — with the chance level."""
+def counts_vs_temperature(table: Any, *, null_expected: float | None = None, tc_null_expected: float | None = None,
+                          n_classes: int | None = None, title: str = ""):
+    """#SC and #TC (raw and BH) against T — the paper's Fig. 3 — with the chance level of each
+    (``null_expected`` for #SC, ``tc_null_expected`` for #TC) and, where the table has it
+    (``SC_accuracy_only``), the #SC an accuracy change alone would give."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     for col, style, label in (("SC_raw", "o-C0", "#SC raw (NDS vs DS)"), ("SC_bh", "o--C0", "#SC BH"),
+                              ("SC_accuracy_only", "^:C2", "#SC from accuracy alone"),
                               ("TC_raw", "s-C3", "#TC raw (teacher vs DS)"), ("TC_bh", "s--C3", "#TC BH")):
         if col in table:
             ax.plot(table["T"], table[col], style[:-2], color=style[-2:], label=label)
     if null_expected is not None:
-        ax.axhline(null_expected, color="grey", ls=":", label=f"chance (null) ≈ {null_expected:.1f}")
+        ax.axhline(null_expected, color="C0", ls=":", lw=0.8, label=f"#SC chance ≈ {null_expected:.1f}")
+    if tc_null_expected is not None:
+        ax.axhline(tc_null_expected, color="C3", ls=":", lw=0.8, label=f"#TC chance ≈ {tc_null_expected:.1f}")
     ax.set_xlabel("temperature T")
     ax.set_ylabel("significant classes" + (f" (of {n_classes})" if n_classes else ""))
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def fairness_vs_accuracy(table: Any, *, metric: str = "eod", attribute: str = "color", ax=None):
+    """Every model's ``metric`` (%) against its accuracy (filled), beside its zero-disparity
+    reference (hollow, with the 95 % band of the shuffles as a vertical bar): where the two
+    overlap, the disparity is what the error rate produces without any group effect. ``table``
+    is a per-model table with the reference columns (``table(reference_draws=...)``)."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    temps = sorted(set(table.loc[table.role == "ds", "T"]))
+    colors = {("teacher", None): "C3", ("nds", None): "C1"}
+    colors.update({("ds", t): plt.cm.viridis(i / max(1, len(temps) - 1)) for i, t in enumerate(temps)})
+    for (role, t), color in colors.items():
+        rows = table[(table.role == role) & ((table["T"] == t) if t is not None else table["T"].isna())]
+        x = rows["accuracy"].to_numpy()
+        ref, lo, hi = (rows[f"{metric}{part}_{attribute}"].to_numpy() for part in ("_ref", "_ref_low", "_ref_high"))
+        label = {"teacher": "teacher", "nds": "NDS"}.get(role) or f"DS@T={t:g}"
+        ax.scatter(x, rows[f"{metric}_{attribute}"], color=color, s=18, label=label)
+        ax.errorbar(x, ref, yerr=np.vstack([ref - lo, hi - ref]), fmt="o", mfc="none", color=color, ms=4, lw=0.6)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_ylabel(f"{metric.upper()} (%), {attribute}")
+    ax.set_title(f"{metric.upper()}: observed (filled) vs zero-disparity reference (hollow)", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return fig or ax.figure
 
 
 def disagreement_heatmap(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "",
@@ -133,20 +164,25 @@ def disagreement_heatmap(matrix: np.ndarray, class_names: Sequence[str], *, titl
     return fig or ax.figure
 
 
-def class_effect_plot(table: Any, *, title: str = "", max_classes: int = 40):
+def class_effect_plot(table: Any, *, title: str = "", max_classes: int | None = None):
     """Per-class difference of normalised accuracy with 95 % Welch intervals, sorted; the
-    significant classes (raw p < α) in red."""
+    significant classes (raw p < α) in red. Every class by default; with ``max_classes``, the
+    ``max_classes // 2`` largest effects each way, and the title says so."""
     plt = _plt()
     t = table.sort_values("diff").reset_index(drop=True)
-    if len(t) > max_classes:
-        t = t.iloc[np.r_[0: max_classes // 2, len(t) - max_classes // 2: len(t)]].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.18 * len(t))))
+    n = len(t)
+    if max_classes is not None and n > max_classes:
+        t = t.iloc[np.r_[0: max_classes // 2, n - max_classes // 2: n]].reset_index(drop=True)
+        title = f"{title} ({max_classes // 2} largest effects each way, of {n} classes)"
+    else:
+        title = f"{title} (all {n} classes)"
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.13 * len(t))))
     colors = np.where(t["significant"].fillna(False), "C3", "C0")
     err = np.vstack([t["diff"] - t["ci_low"], t["ci_high"] - t["diff"]])
     for i in range(len(t)):
         ax.errorbar(t["diff"][i], i, xerr=err[:, i: i + 1], fmt="o", color=colors[i], ms=3)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(t)), t["class"], fontsize=6)
+    ax.set_yticks(range(len(t)), t["class"], fontsize=5 if len(t) > 50 else 6)
     ax.set_xlabel("difference of normalised class accuracy (B − A)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -1,42 +1,82 @@
 """The report: each of the paper's claims (:data:`kdfair_utils.paper.CLAIMS`) measured on a
-run's recorded results, with the rule that decided, and ``report.md``.
+run's recorded results under one inference rule (:mod:`kdfair_utils.inference`), and
+``report.md``.
 
-Verdicts (stated in every report):
+Every claim row has an estimate, a test (p-value and interval), a verdict and the verdict's
+bootstrap support over seeds:
 
-* **trend over T** (:class:`~kdfair_utils.paper.Trend`, :class:`~kdfair_utils.paper.CountTrend`):
-  Spearman ρ between T and the distilled students' mean (or the count) over the claim's
-  window — ``yes`` if ρ has the claimed sign and |ρ| ≥ 0.5, ``weakly`` if only the sign holds;
-* **comparison of means** (:class:`~kdfair_utils.paper.Less`): Welch's one-sided t-test over
-  the models (seeds) — ``yes`` if the direction holds with p < 0.05, ``weakly`` if only the
-  direction holds;
-* **count above chance** (:class:`~kdfair_utils.paper.AboveChance`): seed-permutation p < 0.05,
-  ``n/a`` when the design cannot reach it;
-* :class:`~kdfair_utils.paper.AtLeast` and :class:`~kdfair_utils.paper.Ordered` compare means.
+* **trend over T** (:class:`~kdfair_utils.paper.Trend`): slope of the per-model value on T with a
+  fixed effect per seed, over T = 2..10 (T = 1 shown separately), p from permuting T within
+  each seed; :class:`~kdfair_utils.paper.CountTrend`: the same permutation for #SC / #TC;
+* **comparison** (:class:`~kdfair_utils.paper.Less`): per-seed values, paired t-test where both
+  sides are students (same seed → same initialisation and batch order; a pooled window is
+  averaged per seed first), Welch's test against the teachers; the paper's unpaired Welch p is
+  shown beside a paired one; :class:`~kdfair_utils.paper.Ordered`: every neighbouring pair must
+  hold; :class:`~kdfair_utils.paper.AtLeast`: one-sample t over models;
+* **count above chance** (:class:`~kdfair_utils.paper.AboveChance`): seed-permutation p; the
+  chance level excludes the observed split and its mirror;
+* fairness claims are judged on the **excess** over the zero-disparity reference, and the raw
+  values are shown beside it.
 
-``no``: the direction is opposite; ``n/a``: not measurable with this run's records.
+Verdicts: ``holds`` (p < 0.05 in the paper's direction), ``not significant``, ``opposite``
+(p < 0.05 against it), ``n/a`` (not measurable with this run's records).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import inference as inf
 from .cache import atomic_write, load_json, save_json
-from .paper import CLAIMS, AboveChance, AtLeast, Claim, CountTrend, Less, Ordered, Select, Trend
-from .results import ClaimVerdict, MetricSummary, Results, load_results
-from .stats import population_stats, spearman, welch_less
+from .class_bias_controls import ClassBiasInference, chance_test, class_bias_inference, count_trend
+from .paper import CLAIMS, CLASS_BIAS_WINDOW, AboveChance, AtLeast, Claim, CountTrend, Less, Ordered, Select, Trend
+from .results import ClaimVerdict, MetricSummary, Population, Results, load_results
 
-TREND_RHO = 0.5
-LEVEL = 0.05
+LEVEL = inf.LEVEL
+BOOTSTRAP_PERMUTATIONS = 200  # orderings per bootstrap resample of a trend test (the observed test uses more)
 
-VERDICTS = ("- **yes**: the direction holds and is clear — Spearman |ρ| ≥ 0.5 for trends over T, Welch "
-            "one-sided p < 0.05 (over seeds) for comparisons of means, permutation p < 0.05 for counts;\n"
-            "- **weakly**: the direction holds but not clearly (|ρ| < 0.5, or p ≥ 0.05);\n"
-            "- **no**: the direction is opposite; **n/a**: not measurable in this run (too few seeds or "
-            "temperatures, or an undefined value).")
+VERDICTS = ("- **holds**: p < 0.05 in the paper's direction; **not significant**: neither direction reaches "
+            "p < 0.05; **opposite**: p < 0.05 against the paper; **n/a**: not measurable in this run.\n"
+            "- Trends over T: slope per unit T with a fixed effect per seed over T = 2..10 (95 % t interval); "
+            "p from permuting T within each seed (seed effects are not evidence). T = 1 and the very high T are "
+            "reported separately.\n"
+            "- Comparisons: paired t-test on per-seed values where both sides are students (same seed: same "
+            "initialisation and batch order; a window of T is averaged per seed first); Welch's unpaired test "
+            "against the teachers; the paper-style unpaired Welch p is shown beside.\n"
+            "- Counts: #SC/#TC are the paper's raw Welch counts (ratio normalisation); chance is a seed "
+            "permutation whose chance level excludes the observed split and its mirror.\n"
+            "- Fairness claims are judged on the excess of DPD/EOD over the zero-disparity reference (predictions "
+            "shuffled within each true class across groups); the raw values are shown.\n"
+            "- support: share of bootstrap resamples of the seeds (students and teachers resampled separately) "
+            "that give the same verdict.")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How much resampling the report does (:class:`~kdfair_utils.experiments.AnalysisConfig`)."""
+
+    permutations: int = 1000
+    bootstrap_draws: int = 200
+    seed: int = 0
+    null_splits: int = 300
+
+
+@dataclass(frozen=True)
+class Measured:
+    held: str
+    estimate: float | None
+    p_value: float | None
+    kdfair: str = ""
+    evidence: str = ""
+    rule: str = ""
+
+
+Picks = dict[str, np.ndarray] | None
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -45,181 +85,303 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _p(p: float | None) -> str:
+    """``p = 0.012``, ``p < 0.001`` or ``p n/a``."""
+    return "p n/a" if p is None or not np.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
+
+
+def _p_both(held: str, p_paper: float | None, p_opposite: float | None) -> str:
+    """The p in the paper's direction, and the opposite one where it decided the verdict."""
+    return _p(p_paper) + (f" (opposite direction: {_p(p_opposite)})" if held == inf.OPPOSITE else "")
+
+
 def _digits(metric: str) -> int:
-    return 4 if metric == "lipschitz" else 2
+    return 4 if metric.startswith("lipschitz") else 2
 
 
 def _finite(values: Any) -> bool:
     return bool(np.all(np.isfinite(np.asarray(values, dtype=float))))
 
 
-def trend_verdict(rho: float | None, expected_sign: int) -> str:
-    """``yes`` if ρ has the expected sign and |ρ| ≥ 0.5, ``weakly`` if only the sign is right,
-    ``n/a`` if ρ is undefined."""
-    if rho is None or not np.isfinite(rho):
-        return "n/a"
-    signed = expected_sign * rho
-    return "yes" if signed >= TREND_RHO else "weakly" if signed > 0 else "no"
+# ----------------------------------------------------------------------------- values
+def _pick(values: np.ndarray, population: Population, picks: Picks) -> np.ndarray:
+    if picks is None:
+        return values
+    return values[picks["teachers" if population.role == "teacher" else "seeds"]]
 
 
-def less_verdict(a: Any, b: Any) -> tuple[str, float | None]:
-    """Is the mean of values ``a`` below that of ``b``? (verdict, Welch one-sided p); ``n/a``
-    when a value is not finite."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if not (_finite(a) and _finite(b)):
-        return "n/a", None
-    if not a.mean() < b.mean():
-        return "no", None
-    p = welch_less(a, b)
-    return ("yes" if p is not None and p < LEVEL else "weakly"), p
-
-
-def select_values(summary: MetricSummary, select: Select) -> tuple[str, list[float]] | None:
-    """(display name, per-model values) of what ``select`` names; None if the run has none of it."""
+def select_values(summary: MetricSummary, select: Select, picks: Picks = None) -> tuple[str, np.ndarray, tuple] | None:
+    """(display name, one value per unit, seeds) of what ``select`` names — a population's
+    models, or the distilled students of a window averaged per seed — with the bootstrap
+    ``picks`` applied; None if the run has none of it."""
     if select.population is not None:
         try:
-            return select.population.name, list(summary.of(select.population).values)
+            pv = summary.of(select.population)
         except KeyError:
             return None
+        return select.population.name, _pick(np.asarray(pv.values, dtype=float), select.population, picks), pv.seeds
     ds = summary.ds(select.window)
     if not ds:
         return None
     lo, hi = select.window  # type: ignore[misc]
     if select.pick == "highest":
-        return ds[-1].population.name, list(ds[-1].values)
-    return f"DS (T = {lo:g}..{hi:g})", [v for p in ds for v in p.values]
+        top = ds[-1]
+        return top.population.name, _pick(np.asarray(top.values, dtype=float), top.population, picks), top.seeds
+    if len({p.seeds for p in ds}) > 1:
+        return None
+    per_seed = np.asarray([p.values for p in ds], dtype=float).mean(0)
+    return f"DS (T = {lo:g}..{hi:g}, per-seed mean)", _pick(per_seed, ds[0].population, picks), ds[0].seeds
 
 
-def _na(claim: Claim, why: str, ours: str = "n/a") -> ClaimVerdict:
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, "n/a", why, None, None)
-
-
-@singledispatch
-def _evaluate(test: Any, claim: Claim, results: Results) -> ClaimVerdict:
-    raise TypeError(f"no rule for claim test {type(test).__name__}")
+def _students(select: Select) -> bool:
+    return select.population is None or select.population.role != "teacher"
 
 
 def _metric(claim: Claim, results: Results, metric: str, attribute: str | None) -> MetricSummary | None:
     return results.metric(metric, attribute, experiment=claim.experiment)
 
 
-@_evaluate.register
-def _(test: AtLeast, claim: Claim, results: Results) -> ClaimVerdict:
+def _units(results: Results) -> dict[str, int]:
+    acc = results.metric("accuracy", None, experiment="main")
+    if acc is None:
+        return {}
+    try:
+        teachers = len(acc.of(Population.teacher()).values)
+        seeds = len(acc.of(Population.nds()).values)
+    except KeyError:
+        return {}
+    return {"seeds": seeds, "teachers": teachers}
+
+
+# ----------------------------------------------------------------------------- rules
+@singledispatch
+def _measure(test: Any, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
+    raise TypeError(f"no rule for claim test {type(test).__name__}")
+
+
+def _na(why: str, ours: str = "n/a") -> Measured:
+    return Measured(inf.NA, None, None, ours, "", why)
+
+
+@_measure.register
+def _(test: AtLeast, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
     summary = _metric(claim, results, test.metric, test.attribute)
-    chosen = summary and select_values(summary, test.select)
+    chosen = summary and select_values(summary, test.select, picks)
     if not chosen:
-        return _na(claim, f"no {test.metric} recorded")
-    if not _finite(chosen[1]):
-        return _na(claim, f"{test.metric} is undefined for a model", f"{chosen[0]}: undefined")
-    s = population_stats(chosen[1])
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, f"{s.mean:.2f} ± {_fmt(s.std)}",
-                        "yes" if s.mean >= test.threshold else "no",
-                        f"mean ≥ {test.threshold:g} over {s.n} models", s.mean, None)
+        return _na(f"no {test.metric} recorded")
+    c = inf.one_sample(chosen[1], test.threshold)
+    return Measured(inf.verdict(c.p_less, c.p_greater), c.mean_b, c.p_less,
+                    f"{chosen[0]} {c.mean_b:.2f} (n = {c.n_b})",
+                    f"Δ = {c.difference:+.2f} [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}], "
+                    f"{_p_both(inf.verdict(c.p_less, c.p_greater), c.p_less, c.p_greater)}",
+                    f"one-sample t over {c.n_b} models, mean > {test.threshold:g}")
 
 
-@_evaluate.register
-def _(test: Less, claim: Claim, results: Results) -> ClaimVerdict:
+def compare(summary: MetricSummary, a: Select, b: Select, picks: Picks = None) -> tuple[inf.Comparison, str, str] | None:
+    """The comparison of ``a`` below ``b`` under the report's rule, with both names."""
+    sa, sb = select_values(summary, a, picks), select_values(summary, b, picks)
+    if not sa or not sb:
+        return None
+    paired = _students(a) and _students(b) and sa[2] == sb[2]
+    c = inf.paired_comparison(sa[1], sb[1]) if paired else inf.welch_comparison(sa[1], sb[1])
+    return c, sa[0], sb[0]
+
+
+@_measure.register
+def _(test: Less, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
     summary = _metric(claim, results, test.metric, test.attribute)
-    a = summary and select_values(summary, test.a)
-    b = summary and select_values(summary, test.b)
-    if not a or not b:
-        return _na(claim, f"{test.metric} of both populations not recorded")
-    held, p = less_verdict(a[1], b[1])
-    if held == "n/a":
-        return _na(claim, f"{test.metric} is undefined for a model", f"{a[0]} vs {b[0]}: undefined")
-    sa, sb, d = population_stats(a[1]), population_stats(b[1]), _digits(test.metric)
-    ours = (f"{a[0]} {sa.mean:.{d}f} ± {_fmt(sa.std, d)} vs {b[0]} {sb.mean:.{d}f} ± {_fmt(sb.std, d)}"
-            + (f", p = {p:.3f}" if p is not None else ""))
-    rule = f"Welch one-sided p < {LEVEL:g} over {sa.n} vs {sb.n} models"
-    if any(s.window is not None and s.pick == "pooled" for s in (test.a, test.b)):
-        rule += " (students pooled over T share seeds and teachers, so p is optimistic)"
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held, rule, sb.mean - sa.mean, p)
+    found = summary and compare(summary, test.a, test.b, picks)
+    if not found:
+        return _na(f"{test.metric} of both populations not recorded")
+    c, name_a, name_b = found
+    held = inf.verdict(c.p_less, c.p_greater)
+    if picks is not None:
+        return Measured(held, c.difference, c.p_less)
+    d = _digits(test.metric)
+    ours = f"{name_a} {c.mean_a:.{d}f} vs {name_b} {c.mean_b:.{d}f}"
+    if test.shown:
+        shown = results.metric(test.shown, test.attribute, experiment=claim.experiment)
+        raw = shown and compare(shown, test.a, test.b)
+        if raw:
+            ours += f" (excess; raw {raw[0].mean_a:.{d}f} vs {raw[0].mean_b:.{d}f})"
+    evidence = (f"Δ = {c.difference:+.{d}f} [{_fmt(c.ci_low, d)}, {_fmt(c.ci_high, d)}], "
+                f"{_p_both(held, c.p_less, c.p_greater)}")
+    if c.test == "paired t":
+        sa, sb = select_values(summary, test.a), select_values(summary, test.b)
+        welch = inf.welch_comparison(sa[1], sb[1])  # type: ignore[index]
+        evidence += f"; unpaired Welch {_p(welch.p_less)}"
+    return Measured(held, c.difference, c.p_less, ours, evidence, f"{c.test} over {c.n_a} vs {c.n_b} "
+                    + ("seeds" if c.test == "paired t" else "models") + ", one-sided")
 
 
-@_evaluate.register
-def _(test: Trend, claim: Claim, results: Results) -> ClaimVerdict:
+def _ds_matrix(summary: MetricSummary, window: tuple[float, float]) -> tuple[list[float], np.ndarray] | None:
+    ds = summary.ds(window)
+    if len(ds) < 2 or len({p.seeds for p in ds}) > 1:
+        return None
+    return [p.population.temperature for p in ds], np.asarray([p.values for p in ds], dtype=float).T  # [S, T]
+
+
+@_measure.register
+def _(test: Trend, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
     summary = _metric(claim, results, test.metric, test.attribute)
-    ds = summary.ds(test.window) if summary else []
-    if not ds:
-        return _na(claim, f"no distilled students with T in {test.window[0]:g}..{test.window[1]:g}")
-    temps = [p.population.temperature for p in ds]
-    means = [float(np.mean(p.values)) for p in ds]
-    rho, d = spearman(temps, means), _digits(test.metric)
-    unit = f" {summary.unit}" if summary and summary.unit else ""
-    ours = f"{means[0]:.{d}f} (T={temps[0]:g}) → {means[-1]:.{d}f} (T={temps[-1]:g}){unit}, ρ = {_fmt(rho)}"
-    rule = f"Spearman ρ over T = {test.window[0]:g}..{test.window[1]:g}, |ρ| ≥ {TREND_RHO:g}"
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, trend_verdict(rho, test.sign), rule, rho, None)
+    found = summary and _ds_matrix(summary, test.window)
+    if not found:
+        return _na(f"fewer than two temperatures in {test.window[0]:g}..{test.window[1]:g}")
+    temps, y = found
+    if picks is not None:
+        y = y[picks["seeds"]]
+    if not _finite(y) or len(y) < 2:
+        return _na(f"{test.metric} is undefined for a model")
+    n_perm = opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
+    t = inf.trend_test(y, temps, n_perm=n_perm, seed=opts.seed)
+    held = inf.verdict(*t.p_in(test.sign))
+    if picks is not None:
+        return Measured(held, t.slope.estimate, t.p_in(test.sign)[0])
+    d, means = _digits(test.metric), y.mean(0)
+    unit = f" {summary.unit}" if summary.unit else ""
+    ours = f"{means[0]:.{d}f} (T={temps[0]:g}) → {means[-1]:.{d}f} (T={temps[-1]:g}){unit}"
+    if test.shown:
+        raw = _ds_matrix(results.metric(test.shown, test.attribute, experiment=claim.experiment), test.window) \
+            if results.metric(test.shown, test.attribute, experiment=claim.experiment) else None
+        if raw:
+            ours += f" (excess; raw {raw[1].mean(0)[0]:.{d}f} → {raw[1].mean(0)[-1]:.{d}f})"
+    t1 = [p for p in summary.ds((1.0, 1.0))]
+    if t1:
+        ours += f"; T=1: {np.mean(t1[0].values):.{d}f}"
+    sd = d + 1
+    evidence = (f"slope {t.slope.estimate:+.{sd}f} [{_fmt(t.slope.ci_low, sd)}, {_fmt(t.slope.ci_high, sd)}] per unit T, "
+                f"{_p_both(held, *t.p_in(test.sign))}")
+    rule = (f"seed-blocked slope over T = {test.window[0]:g}..{test.window[1]:g}, within-seed permutation "
+            f"({'all' if t.exhaustive else t.n_orderings} orderings)")
+    return Measured(held, t.slope.estimate, t.p_in(test.sign)[0], ours, evidence, rule)
 
 
-@_evaluate.register
-def _(test: CountTrend, claim: Claim, results: Results) -> ClaimVerdict:
-    summary = results.class_bias(experiment=claim.experiment)
-    rows = summary.within(test.window) if summary else []
-    if not rows:
-        return _na(claim, "no class-bias counts recorded in the window")
-    raw = [getattr(r, test.count).raw for r in rows]
-    bh = [getattr(r, test.count).bh for r in rows]
-    rho = spearman([r.temperature for r in rows], raw)
-    ours = (f"{raw[0]}→{raw[-1]} of {summary.n_classes} (T = {rows[0].temperature:g}→{rows[-1].temperature:g}), "
-            f"ρ = {_fmt(rho)}; BH {bh[0]}→{bh[-1]}")
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, trend_verdict(rho, test.sign),
-                        f"Spearman ρ of the raw count over T = {test.window[0]:g}..{test.window[1]:g}, "
-                        f"|ρ| ≥ {TREND_RHO:g}", rho, None)
+def _class_record(claim: Claim, results: Results):
+    return results.class_accuracies(experiment=claim.experiment)
 
 
-@_evaluate.register
-def _(test: AboveChance, claim: Claim, results: Results) -> ClaimVerdict:
-    summary = results.class_bias(experiment=claim.experiment)
-    chance = summary.chance if summary else None
-    if chance is None:
-        return _na(claim, "no permutation null recorded")
-    p, min_p = chance.p_value_raw, chance.min_p_value
-    testable = min_p < LEVEL
-    ours = (f"{chance.observed.raw} vs chance ≈ {chance.expected_raw:.1f} (NDS vs DS@T={chance.temperature:g}), "
-            f"p = {p:.3f}" + ("" if testable else f" (too few seeds: the smallest possible p is {min_p:.2f})"))
-    held = "n/a" if not testable else "yes" if p < LEVEL else "no"
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held,
-                        f"seed-permutation p < {LEVEL:g} over {chance.n_splits} relabellings",
-                        chance.observed.raw - chance.expected_raw, p)
+@_measure.register
+def _(test: CountTrend, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
+    record = _class_record(claim, results)
+    temps = record.temperatures(test.window) if record else []
+    if len(temps) < 2:
+        return _na("no per-class accuracies recorded for two temperatures in the window")
+    reference = Population.nds() if test.count == "sc" else Population.teacher()
+    students = None if picks is None else picks["seeds"]
+    teachers = None if picks is None else picks["teachers"]
+    n_perm = opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
+    try:
+        counts, t = count_trend(record, temps, reference, n_perm=n_perm, seed=opts.seed, students=students,
+                                teachers=teachers)
+    except ValueError as exc:  # e.g. a model with accuracy 0: the ratio is undefined
+        return _na(str(exc))
+    held = inf.verdict(*t.p_in(test.sign))
+    if picks is not None:
+        return Measured(held, t.slope.estimate, t.p_in(test.sign)[0])
+    n = len(record.class_names)
+    ours = f"{int(counts[0])}→{int(counts[-1])} of {n} (T = {temps[0]:g}→{temps[-1]:g})"
+    evidence = f"slope {t.slope.estimate:+.2f} classes per unit T, {_p_both(held, *t.p_in(test.sign))}"
+    rule = (f"slope of the raw count over T = {test.window[0]:g}..{test.window[1]:g}, DS models permuted over T "
+            f"within seed ({'all' if t.exhaustive else t.n_orderings} orderings)")
+    return Measured(held, t.slope.estimate, t.p_in(test.sign)[0], ours, evidence, rule)
 
 
-@_evaluate.register
-def _(test: Ordered, claim: Claim, results: Results) -> ClaimVerdict:
+@_measure.register
+def _(test: AboveChance, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
+    record = _class_record(claim, results)
+    temps = record.temperatures(CLASS_BIAS_WINDOW) if record else []
+    if not temps:
+        return _na("no per-class accuracies recorded")
+    students = None if picks is None else picks["seeds"]
+    try:
+        chance = chance_test(record, temps[-1], test.count, max_splits=opts.null_splits, seed=opts.seed,
+                             students=students)
+    except ValueError as exc:
+        return _na(str(exc))
+    if chance.min_p_value >= LEVEL:
+        return Measured(inf.NA, None, None, f"{chance.observed} vs chance {chance.chance:.1f}", "",
+                        f"too few seeds: the smallest possible p is {chance.min_p_value:.2f}")
+    held = inf.HOLDS if chance.p_value < LEVEL else inf.NOT_SIGNIFICANT
+    if picks is not None:
+        return Measured(held, chance.observed - chance.chance, chance.p_value)
+    what = "NDS vs DS" if test.count == "sc" else "accuracy-matched NDS vs DS"
+    return Measured(held, chance.observed - chance.chance, chance.p_value,
+                    f"{chance.observed} of {len(record.class_names)} vs chance {chance.chance:.1f} "
+                    f"({what}@T={temps[-1]:g})", f"{_p(chance.p_value)}",
+                    f"seed-permutation p over {chance.n_splits} relabellings (chance level without the observed "
+                    "split and its mirror)")
+
+
+@_measure.register
+def _(test: Ordered, claim: Claim, results: Results, opts: Options, picks: Picks) -> Measured:
     summary = _metric(claim, results, test.metric, test.attribute)
-    chosen = [summary and select_values(summary, s) for s in test.selects]
-    if not all(chosen):
-        return _na(claim, f"{test.metric} not recorded for every population")
-    if not all(_finite(c[1]) for c in chosen):  # type: ignore[index]
-        return _na(claim, f"{test.metric} is undefined for a model", "undefined")
-    means, d = [float(np.mean(c[1])) for c in chosen], _digits(test.metric)  # type: ignore[index]
-    ours = " / ".join(f"{c[0]} {m:.{d}f}" for c, m in zip(chosen, means))  # type: ignore[index]
-    held = "yes" if all(x < y for x, y in zip(means, means[1:])) else "no"
-    return ClaimVerdict(claim.id, claim.statement, claim.paper, ours, held, "means in this order (models pooled)",
-                        None, None)
+    if summary is None:
+        return _na(f"{test.metric} not recorded")
+    pairs = [compare(summary, a, b, picks) for a, b in zip(test.selects, test.selects[1:])]
+    if not all(pairs):
+        return _na(f"{test.metric} not recorded for every population")
+    held_each = [inf.verdict(c.p_less, c.p_greater) for c, _, _ in pairs]  # type: ignore[misc]
+    held = (inf.HOLDS if all(h == inf.HOLDS for h in held_each) else inf.NA if inf.NA in held_each
+            else inf.OPPOSITE if inf.OPPOSITE in held_each else inf.NOT_SIGNIFICANT)
+    p = max(c.p_less for c, _, _ in pairs)  # type: ignore[misc]
+    if picks is not None:
+        return Measured(held, None, p)
+    d = _digits(test.metric)
+    names = [pairs[0][1]] + [b for _, _, b in pairs]  # type: ignore[index]
+    means = [pairs[0][0].mean_a] + [c.mean_b for c, _, _ in pairs]  # type: ignore[index]
+    ours = " / ".join(f"{n} {m:.{d}f}" for n, m in zip(names, means))
+    evidence = "; ".join(f"{c.test} {_p(c.p_less)}" for c, _, _ in pairs)  # type: ignore[misc]
+    return Measured(held, None, p, ours, evidence, "each neighbouring pair one-sided (all must hold)")
 
 
-def evaluate_claims(results: Results) -> list[ClaimVerdict]:
+def evaluate_claim(claim: Claim, results: Results, opts: Options = Options()) -> ClaimVerdict:
+    """One claim under the report's rule, with its bootstrap support."""
+    m = _measure(claim.test, claim, results, opts, None)
+    units = _units(results)
+    support = None
+    if units and m.held != inf.NA:
+        support = inf.bootstrap_support(lambda picks: _measure(claim.test, claim, results, opts, picks).held,
+                                        units, m.held, draws=opts.bootstrap_draws, seed=opts.seed)
+    return ClaimVerdict(claim.id, claim.statement, claim.paper, m.kdfair, m.evidence, m.held, support, m.rule,
+                        m.estimate, m.p_value)
+
+
+def evaluate_claims(results: Results, opts: Options = Options()) -> list[ClaimVerdict]:
     """Every claim of :data:`~kdfair_utils.paper.CLAIMS`, measured on ``results``."""
-    return [_evaluate(c.test, c, results) for c in CLAIMS]
+    return [evaluate_claim(c, results, opts) for c in CLAIMS]
 
 
 # ----------------------------------------------------------------------------- markdown
+def _support(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
 def claims_frame(verdicts: list[ClaimVerdict]):
     import pandas as pd
 
-    return pd.DataFrame([{"claim": v.statement, "paper": v.paper, "kdfair": v.kdfair, "held": v.held}
-                         for v in verdicts])
+    return pd.DataFrame([{"claim": v.statement, "paper": v.paper, "kdfair": v.kdfair, "test": v.evidence,
+                          "verdict": v.held, "support": _support(v.support)} for v in verdicts])
 
 
 def markdown_table(verdicts: list[ClaimVerdict]) -> str:
     if not verdicts:
         return "_no results recorded_\n"
-    lines = ["| claim | paper | kdfair | held |", "|---|---|---|---|"]
-    lines += [f"| {v.statement} | {v.paper} | {v.kdfair} | {v.held} |" for v in verdicts]
+    lines = ["| claim | paper | kdfair | test | verdict | support |", "|---|---|---|---|---|---|"]
+    lines += [f"| {v.statement} | {v.paper} | {v.kdfair} | {v.evidence or v.rule} | {v.held} | {_support(v.support)} |"
+              for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
-def verdicts_of(results: Results) -> tuple[list[ClaimVerdict], str]:
+def options_of(analysis: Any = None) -> Options:
+    """The report's resampling settings: from ``analysis`` (an AnalysisConfig), else the defaults."""
+    if analysis is None:
+        return Options()
+    if isinstance(analysis, Options):
+        return analysis
+    return Options(analysis.permutations, analysis.bootstrap_draws, analysis.inference_seed, analysis.null_splits)
+
+
+def verdicts_of(results: Results, opts: Options = Options()) -> tuple[list[ClaimVerdict], str]:
     """The run's verdicts and where they came from: those a notebook recorded when they cover
     today's :data:`~kdfair_utils.paper.CLAIMS` and are at least as new as every other record
     (computed once, in that notebook), else evaluated now."""
@@ -228,30 +390,97 @@ def verdicts_of(results: Results) -> tuple[list[ClaimVerdict], str]:
         source = next(nb for nb, recs in results.by_notebook.items() if any(r in recorded for r in recs))
         if all(results.mtimes[source] >= t for t in results.mtimes.values()):
             return recorded, f"recorded by {source}"
-    return evaluate_claims(results), "evaluated from the recorded summaries"
+    return evaluate_claims(results, opts), "evaluated from the recorded summaries"
 
 
-def write_report(out_dir: str | Path) -> Path:
-    """``<out_dir>/report.md``: the paper-vs-kdfair table first, then run time and figures;
-    also ``claims.json`` (the verdicts)."""
+def fairness_markdown(results: Results, attribute: str = "color") -> str:
+    """Per population: accuracy, and DPD/EOD raw, zero-disparity reference [interval] and excess
+    (means over the population's models)."""
+    acc = results.metric("accuracy", None, experiment="main")
+    if acc is None or results.metric("eod_ref", attribute, experiment="main") is None:
+        return ""
+    lines = ["| population | accuracy | EOD | EOD reference [95 %] | EOD excess | DPD | DPD reference [95 %] | "
+             "DPD excess |", "|---|---|---|---|---|---|---|---|"]
+    for pv in sorted(acc.populations, key=lambda p: p.population.sort_key):
+        pop = pv.population
+        cells = [pop.name, f"{np.mean(pv.values):.2f}"]
+        for m in ("eod", "dpd"):
+            get = {part: results.metric(m + part, attribute, experiment="main") for part in
+                   ("", "_ref", "_ref_low", "_ref_high", "_excess")}
+            mean = {k: float(np.mean(v.of(pop).values)) for k, v in get.items()}  # type: ignore[union-attr]
+            std = float(np.std(get["_excess"].of(pop).values, ddof=1)) if len(pv.values) > 1 else float("nan")  # type: ignore[union-attr]
+            cells += [f"{mean['']:.2f}", f"{mean['_ref']:.2f} [{mean['_ref_low']:.2f}, {mean['_ref_high']:.2f}]",
+                      f"{mean['_excess']:+.2f} ± {_fmt(std)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def class_bias_markdown(inference: ClassBiasInference) -> str:
+    """The class-bias table of one experiment, with its chance levels."""
+    lines = ["| T | DS accuracy | #SC | #SC BH | #SC (difference) | of #SC at the ceiling | #SC from accuracy alone | "
+             "DS vs accuracy-matched NDS | #TC | #TC BH |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in inference.rows:
+        lines.append(f"| {r.temperature:g} | {r.ds_accuracy:.2f} | {r.sc} | {r.sc_bh} | {r.sc_difference} | "
+                     f"{r.sc_ceiling} | {r.sc_accuracy_only} | {r.sc_beyond_accuracy} | {r.tc} | {r.tc_bh} |")
+    out = "\n".join(lines) + "\n"
+    for name, trend in (("#SC", inference.sc_trend), ("#TC", inference.tc_trend)):
+        if trend is not None:
+            out += (f"\n- {name} trend over T = {inference.window[0]:g}..{inference.window[-1]:g}: slope "
+                    f"{trend.slope.estimate:+.2f} per unit T; rise: {_p(trend.p_increase)}, "
+                    f"fall: {_p(trend.p_decrease)} (within-seed permutation)")
+    for name, chance in (("#SC", inference.chance), ("DS vs accuracy-matched NDS", inference.beyond_accuracy)):
+        if chance is not None:
+            out += (f"\n- {name} at T = {inference.window[-1]:g}: {chance.observed} vs chance {chance.chance:.1f}, "
+                    f"{_p(chance.p_value)} ({chance.n_splits} seed relabellings; smallest possible p "
+                    f"{chance.min_p_value:.3f})")
+    return out + "\n"
+
+
+CLASS_BIAS_NOTE = (
+    "#SC/#TC: the paper's raw per-class Welch counts on acc_c/acc (ratio normalisation), p < 0.05; BH: after "
+    "Benjamini–Hochberg; *difference*: the same test on acc_c − mean accuracy; *ceiling*: significant classes at "
+    "≥ 95 % in every model of both populations, where the ratio moves only because the overall accuracy does; "
+    "*from accuracy alone*: #SC of the NDS against itself with every class's errors scaled by one factor to each "
+    "paired DS's accuracy (no class-specific effect); *DS vs accuracy-matched NDS*: the classes that remain.")
+
+
+def write_report(out_dir: str | Path, analysis: Any = None) -> Path:
+    """``<out_dir>/report.md``: the paper-vs-kdfair table first, then the fairness and
+    class-bias tables and the figures; also ``claims.json`` (the verdicts). Deterministic: the
+    same records give the same bytes (run times live in ``run.json``)."""
     out = Path(out_dir)
     results = load_results(out)
-    verdicts, source = verdicts_of(results)
-    held = sum(v.held == "yes" for v in verdicts)
-    weak = sum(v.held == "weakly" for v in verdicts)
+    opts = options_of(analysis)
+    verdicts, source = verdicts_of(results, opts)
+    counts = {h: sum(v.held == h for v in verdicts) for h in inf.VERDICTS}
     run = load_json(out / "run.json") if (out / "run.json").exists() else {}
     parts = [f"# kdfair report — profile `{results.profile}`\n",
              "Trifeature (generated), ResNet-20 teacher → LeNet-5 students; every number below was measured "
              "in this run and recorded by the executed notebooks beside this file"
              + (f" ({run['machine']}, {run['date']})" if run.get("machine") else "") + ".\n",
              "## Paper vs kdfair\n", markdown_table(verdicts),
-             f"\n{held} of {len(verdicts)} claims held clearly and {weak} weakly in this run "
-             f"(verdicts {source}). Verdicts:\n\n{VERDICTS}\n\n"
-             "Where a claim did not hold, the numbers above are what we measured; notebook 06 discusses why.\n"]
-    timings = run.get("timings", {})
-    if timings:
-        parts.append("\n## Run time\n\n" + "\n".join(f"- `{k}`: {v:.0f} s" for k, v in timings.items())
-                     + f"\n- total: {sum(timings.values()):.0f} s\n")
+             f"\n{counts[inf.HOLDS]} of {len(verdicts)} claims hold, {counts[inf.NOT_SIGNIFICANT]} are not "
+             f"significant, {counts[inf.OPPOSITE]} go the opposite way and {counts[inf.NA]} are not measurable "
+             f"in this run (verdicts {source}). The rule:\n\n{VERDICTS}\n"]
+    fairness = fairness_markdown(results)
+    if fairness:
+        parts += ["\n## Group fairness beside its zero-disparity reference (colour)\n",
+                  "The reference is the same model's predictions shuffled within each true class across colours: "
+                  "it keeps the accuracy and removes any colour effect, so it is the EOD/DPD that the error rate "
+                  "and finite groups produce on their own. The excess is what a colour effect adds. Means over "
+                  "each population's models (excess ± std).\n", fairness]
+    for experiment, title in (("main", "10 classes (shape)"), ("class_bias", "100 classes (shape × colour)")):
+        record = results.class_accuracies(experiment=experiment)
+        if record is not None and len(record.temperatures(CLASS_BIAS_WINDOW)) >= 1:
+            try:
+                table = class_bias_markdown(class_bias_inference(
+                    record, window=CLASS_BIAS_WINDOW, n_perm=opts.permutations, max_splits=opts.null_splits,
+                    seed=opts.seed))
+            except ValueError as exc:
+                table = f"_not measurable in this run: {exc}_\n"
+            parts += [f"\n## Class bias, {title}\n", table]
+    if any(p.startswith("\n## Class bias") for p in parts):
+        parts.append(CLASS_BIAS_NOTE + "\n")
     figures = sorted((out / "figures").glob("*.png"))
     if figures:
         parts.append("\n## Figures\n")

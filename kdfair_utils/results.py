@@ -30,12 +30,16 @@ import numpy as np
 from .cache import load_json, save_json
 from .stats import PopulationStats, population_stats
 
-SCHEMA = 1
+SCHEMA = 2
 ROLES = ("teacher", "nds", "ds")
 
 # Per-model metrics: name → unit. Fairness metrics are per protected attribute.
 METRICS: dict[str, str] = {"accuracy": "%", "dpd": "%", "eod": "%", "lipschitz": "", "flip_rate": "%"}
-ATTRIBUTE_METRICS = ("dpd", "eod", "lipschitz", "flip_rate")
+# The zero-disparity reference of DPD/EOD (group_fairness.zero_disparity_reference): its mean,
+# interval and the excess of the observed value over the mean.
+REFERENCE_PARTS = ("ref", "ref_low", "ref_high", "excess")
+METRICS.update({f"{m}_{part}": "%" for m in ("dpd", "eod") for part in REFERENCE_PARTS})
+ATTRIBUTE_METRICS = tuple(m for m in METRICS if m != "accuracy")
 
 
 def metric_column(metric: str, attribute: str | None = None) -> str:
@@ -277,6 +281,47 @@ class ClassBiasSummary:
 
 
 @dataclass(frozen=True)
+class PopulationClassAccuracy:
+    """Each model's overall and per-class accuracy (fractions, seed order) in one population."""
+
+    population: Population
+    seeds: tuple[int, ...]
+    overall: tuple[float, ...]
+    per_class: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.seeds) == len(self.overall) == len(self.per_class)) or not self.seeds:
+            raise ValueError(f"{self.population}: {len(self.seeds)} seeds, {len(self.overall)} accuracies and "
+                             f"{len(self.per_class)} per-class rows")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(per-class accuracy ``[models, classes]``, overall accuracy ``[models]``)."""
+        return np.asarray(self.per_class, dtype=float), np.asarray(self.overall, dtype=float)
+
+
+@dataclass(frozen=True)
+class ClassAccuracies:
+    """Per-class accuracies of every model of an experiment's grid on its test split: what the
+    report's class-bias inference (:mod:`kdfair_utils.class_bias_controls`) is computed from."""
+
+    experiment: str
+    task: str
+    class_names: tuple[str, ...]
+    test_per_class: tuple[int, ...]
+    populations: tuple[PopulationClassAccuracy, ...]
+
+    def of(self, population: Population) -> PopulationClassAccuracy:
+        for p in self.populations:
+            if p.population == population:
+                return p
+        raise KeyError(f"no {population} in the class accuracies of {self.experiment!r}")
+
+    def temperatures(self, window: tuple[float, float] | None = None) -> list[float]:
+        return sorted(p.population.temperature for p in self.populations  # type: ignore[misc]
+                      if p.population.role == "ds" and in_window(p.population.temperature, window))
+
+
+@dataclass(frozen=True)
 class DatasetSummary:
     """What the series ran on; ``base_rate_dpd`` is the DPD (%) of a perfect classifier."""
 
@@ -290,21 +335,26 @@ class DatasetSummary:
 
 @dataclass(frozen=True)
 class ClaimVerdict:
-    """One of the paper's claims beside what this run measured, with the rule that decided."""
+    """One of the paper's claims beside what this run measured: the estimate (``kdfair``), the
+    test (``evidence``: p-value or interval), the verdict (``held``) under ``rule`` and its
+    bootstrap ``support`` over seeds (share of resamples with the same verdict)."""
 
     claim: str
     statement: str
     paper: str
     kdfair: str
+    evidence: str
     held: str
+    support: float | None
     rule: str
     estimate: float | None
     p_value: float | None
 
 
-Record = Union[MetricSummary, ClassBiasSummary, DatasetSummary, ClaimVerdict]
+Record = Union[MetricSummary, ClassBiasSummary, ClassAccuracies, DatasetSummary, ClaimVerdict]
 RECORD_KINDS: dict[str, type] = {"metric": MetricSummary, "class_bias": ClassBiasSummary,
-                                 "dataset": DatasetSummary, "claim": ClaimVerdict}
+                                 "class_accuracies": ClassAccuracies, "dataset": DatasetSummary,
+                                 "claim": ClaimVerdict}
 _KIND_OF = {cls: kind for kind, cls in RECORD_KINDS.items()}
 
 
@@ -418,6 +468,9 @@ class Results:
 
     def class_bias(self, *, experiment: str) -> ClassBiasSummary | None:
         return self._one(ClassBiasSummary, experiment=experiment)
+
+    def class_accuracies(self, *, experiment: str) -> ClassAccuracies | None:
+        return self._one(ClassAccuracies, experiment=experiment)
 
     def verdicts(self) -> list[ClaimVerdict]:
         return self.all(ClaimVerdict)

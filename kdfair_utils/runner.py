@@ -179,4 +179,4 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
                                  "machine": machine_description(device),
                                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                                  "models": len(expected), "trained": cached() - at_start, "timings": timings})
-    return write_report(out)
+    return write_report(out, resolved.analysis)

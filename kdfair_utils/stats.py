@@ -63,25 +63,27 @@ def population_stats(values: Any, *, confidence: float = 0.95) -> PopulationStat
 
 
 def welch_ttest(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised two-sided Welch t-test along axis 0 of ``a`` ``[n_a, k]`` and ``b`` ``[n_b, k]``.
+    """Vectorised two-sided Welch t-test along axis -2 (the models) of ``a`` ``[..., n_a, k]``
+    and ``b`` ``[..., n_b, k]``; leading axes (e.g. permutations) broadcast.
 
     Returns t, df (Welch–Satterthwaite), p, the standard error ``se`` of the difference of
     means, the 95 % interval half-width ``ci95`` and a ``status`` per column: ``ok``,
     ``identical_constant`` (p = 1, t = 0) or ``constant_different`` (t = ±inf, p = NaN).
     """
-    na, nb = len(a), len(b)
-    ma, mb = a.mean(0), b.mean(0)
-    va, vb = a.var(0, ddof=1), b.var(0, ddof=1)
+    na, nb = a.shape[-2], b.shape[-2]
+    ma, mb = a.mean(-2), b.mean(-2)
+    va, vb = a.var(-2, ddof=1), b.var(-2, ddof=1)
     se2 = va / na + vb / nb
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (ma - mb) / np.sqrt(se2)
         df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
         p = 2 * sps.t.sf(np.abs(t), df)
     # exact constancy test (max == min): var() of identical floats can be ~1e-33 instead of 0
-    constant = (np.ptp(a, axis=0) == 0) & (np.ptp(b, axis=0) == 0)
-    same = constant & (a[0] == b[0])
+    constant = (np.ptp(a, axis=-2) == 0) & (np.ptp(b, axis=-2) == 0)
+    first_a, first_b = a[..., 0, :], b[..., 0, :]
+    same = constant & (first_a == first_b)
     different = constant & ~same
-    t = np.where(same, 0.0, np.where(different, np.where(a[0] > b[0], np.inf, -np.inf), t))
+    t = np.where(same, 0.0, np.where(different, np.where(first_a > first_b, np.inf, -np.inf), t))
     p = np.where(same, 1.0, np.where(different, np.nan, p))
     df = np.where(constant, np.nan, df)
     with np.errstate(invalid="ignore"):

@@ -17,11 +17,13 @@ import torch
 
 from kdfair_utils import cli
 from kdfair_utils.class_bias import null_calibration
+from kdfair_utils.class_bias_controls import accuracy_matched, chance_test
 from kdfair_utils.distill import KDLoss, distillation_term, kd_loss, soft_targets
 from kdfair_utils.experiments import get_profile
 from kdfair_utils.grid import run_grid
-from kdfair_utils.group_fairness import demographic_parity_difference, multiclass_fairness
+from kdfair_utils.group_fairness import demographic_parity_difference, multiclass_fairness, zero_disparity_reference
 from kdfair_utils.individual_fairness import knn_pairs, lipschitz_ratio, softmax
+from kdfair_utils.inference import blocked_slope, paired_comparison
 from kdfair_utils.lesson import setup
 from kdfair_utils.models import build_model
 from kdfair_utils.runner import run_series
@@ -101,6 +103,10 @@ OVERRIDES = [
     ({"analysis.twin_attributes": ["shape"]}, "analysis.twin_attributes: trifeature has no 'shape'"),
     ({"analysis.normalization": "z"}, "analysis.normalization must be one of"),
     ({"analysis.output_distance": "kl"}, "analysis.output_distance must be one of"),
+    ({"analysis.reference_draws": 1}, "analysis.reference_draws must be >= 2"),
+    ({"analysis.permutations": 0}, "analysis.permutations must be >= 1"),
+    ({"analysis.bootstrap_draws": 1.5}, "analysis.bootstrap_draws must be an integer"),
+    ({"analysis.inference_seed": -1}, "analysis.inference_seed must be >= 0"),
 ]
 
 
@@ -215,8 +221,17 @@ API = [
     ("knn identical vectors", lambda r, d: knn_pairs(np.ones((5, 3)), k=1), "no pair of distinct examples"),
     ("knn k=0", lambda r, d: knn_pairs(X, k=0), "k must be >= 1"),
     ("null_calibration max_splits=0", lambda r, d: null_calibration(Y3, np.tile(Y3, (4, 1)), max_splits=0),
-     "max_splits must be an int >= 1"),
+     "max_splits must be >= 1"),
     ("significance=1.5", lambda r, d: check_significance(1.5), r"significance must be in \(0, 1\)"),
+    ("reference draws=1", lambda r, d: zero_disparity_reference(Y3, Y3, sensitive_features=GROUPS, draws=1),
+     "draws must be >= 2"),
+    ("reference metric 'tpr'", lambda r, d: zero_disparity_reference(Y3, Y3, sensitive_features=GROUPS,
+                                                                     metrics=("tpr",)), "metrics must be one of"),
+    ("accuracy_matched lengths", lambda r, d: accuracy_matched(np.ones((2, 3)), np.ones(2), np.ones(3)),
+     "2 models of class accuracies, 2 accuracies, 3 targets"),
+    ("chance_test count='x'", lambda r, d: chance_test(None, 2.0, "x"), "count must be 'sc' or 'beyond_accuracy'"),
+    ("paired_comparison lengths", lambda r, d: paired_comparison([1.0, 2.0], [1.0]), "differ in length"),
+    ("blocked_slope shape", lambda r, d: blocked_slope(np.ones((2, 3)), [1.0, 2.0]), "values must be"),
     ("setup PROFILE='huge'", setup_with(profile="huge"), "profile must be one of quick, paper; got 'huge'"),
     ("setup PROFILE=5", setup_with(profile=5), "PROFILE must be a profile name"),
     ("setup OVERRIDES=[1]", setup_with(overrides=[1]), "OVERRIDES must be a dict"),

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kdfair_utils.results import (ClaimVerdict, MetricSummary, Population, PopulationValues, SignificantCounts,
+from kdfair_utils.results import (SCHEMA, ClaimVerdict, ClassAccuracies, MetricSummary, Population, PopulationValues, SignificantCounts,
                                   load_results, metric_column, record, record_from_plain, record_to_plain,
                                   summarize)
 
@@ -62,15 +62,21 @@ def test_records_round_trip_exactly(tiny_lesson):
         warnings.simplefilter("ignore")
         cb = class_bias_summary(tiny_lesson.grid("class_bias"), experiment="class_bias", normalization="difference",
                                 null_splits=20)
+    from kdfair_utils.class_bias_controls import class_accuracies
+
     records = [summarize(tiny_lesson.table(), "lipschitz", "color"), cb,
+               summarize(tiny_lesson.table(), "eod_excess", "color"),
+               class_accuracies(tiny_lesson.grid("class_bias"), experiment="class_bias"),
                dataset_summary(tiny_lesson.data(), ("color", "texture")),
-               ClaimVerdict("c", "s", "p", "k", "yes", "rule", math.nan, None)]
+               ClaimVerdict("c", "s", "p", "k", "p = 0.01", "holds", 0.5, "rule", math.nan, None)]
     for rec in records:
         plain = json.loads(json.dumps(record_to_plain(rec)))
         back = record_from_plain(plain)
         assert type(back) is type(rec)
         if isinstance(rec, ClaimVerdict):
             assert back.estimate is None and back.p_value is None  # NaN is stored as null
+        elif isinstance(rec, ClassAccuracies):  # classes absent from the tiny test split are NaN (≠ NaN)
+            assert record_to_plain(back) == record_to_plain(rec) and back.populations[0].per_class
         else:
             assert back == rec
 
@@ -107,7 +113,7 @@ def test_results_of_different_configurations_do_not_mix(tmp_path):
     with pytest.raises(ValueError, match="different configurations"):
         load_results(tmp_path)
     (tmp_path / "results" / "05_c.json").write_text(json.dumps({"schema": 0, "records": []}))
-    with pytest.raises(ValueError, match="not a kdfair results file of schema 1"):
+    with pytest.raises(ValueError, match=f"not a kdfair results file of schema {SCHEMA}"):
         load_results(tmp_path)
 
 

@@ -133,3 +133,26 @@ def test_split_checks_its_twin_sources():
         Split(images, labels, {}, np.array([0, 1]))
     with pytest.raises(ValueError, match="source must hold 3"):
         Split(images, labels, {}, np.array([0, -1, 2]))
+
+
+def test_quick_profile_evaluation_split_has_200_per_cell_and_100_per_class():
+    """Issue 10: the evaluation split of the quick profile holds at least 200 test images per
+    (shape, colour) and per (shape, texture) cell — each with twins — and at least 100 per class
+    of the 100-class task (checked on the sampled parameters, without rendering)."""
+    from kdfair_utils.datasets import trifeature_spec
+    from kdfair_utils.experiments import get_profile
+
+    profile = get_profile("quick")
+    for experiment in ("main", "class_bias"):
+        cfg = profile.experiment(experiment)
+        spec = trifeature_spec(cfg.data_options)
+        params = tf.sample_params(spec)
+        _, test_idx, twin_source = tf.spec_split(params, spec)
+        shape = params["shape"][test_idx]
+        for attribute in ("color", "texture"):
+            cells = np.bincount(shape * 10 + params[attribute][test_idx], minlength=100)
+            assert cells.min() >= 200, (experiment, attribute, cells.min())
+            twin_cells = np.bincount((shape * 10 + params[attribute][test_idx])[twin_source], minlength=100)
+            assert twin_cells.min() >= 20, (experiment, attribute, twin_cells.min())
+    # the 100-class label is shape × colour: its classes are the (shape, colour) cells above
+    assert profile.class_bias.label == "shape_color"
