@@ -1,5 +1,6 @@
 """Generic statistics used across the series: population summaries with confidence intervals,
-Welch's t-test (vectorised over columns), multiplicity corrections and Spearman's ρ.
+Welch's t-test (vectorised over columns and batches) and multiplicity corrections; the
+report's tests are in :mod:`kdfair_utils.inference`.
 
 Conventions:
 
@@ -92,18 +93,6 @@ def welch_ttest(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     return {"t": t, "df": df, "p": p, "se": np.sqrt(se2), "ci95": ci95, "status": status}
 
 
-def welch_less(a: Any, b: Any) -> float | None:
-    """One-sided Welch p-value for mean(a) < mean(b) (``scipy.stats.ttest_ind(a, b,
-    equal_var=False, alternative="less")``); None when it is undefined (fewer than 2 values on
-    a side, a value that is not finite, or both sides constant)."""
-    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if len(x) < 2 or len(y) < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        return None
-    if np.ptp(x) == 0 and np.ptp(y) == 0:
-        return None
-    return float(sps.ttest_ind(x, y, equal_var=False, alternative="less").pvalue)
-
-
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """BH-adjusted p-values (equal to ``scipy.stats.false_discovery_control(p, method="bh")``)."""
     p = np.asarray(p, dtype=float)
@@ -142,14 +131,3 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
     ok = ~np.isnan(p)
     out[ok] = funcs[method](p[ok])
     return out
-
-
-def spearman(x: Any, y: Any) -> float | None:
-    """Spearman's ρ (None when undefined: fewer than 3 points, a constant series, or a value
-    that is not finite)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    if len(x) < 3 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.ptp(y) == 0 or np.ptp(x) == 0:
-        return None
-    return float(sps.spearmanr(x, y).statistic)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from conftest import TINY_OVERRIDES
@@ -174,13 +175,22 @@ def test_recorded_values(tiny_series):
             assert all(0 <= v <= 100 for p in s.populations for v in p.values)
         assert r.metric("lipschitz", attr).of(Population.ds(20)).stats().n == 3
 
+        excess = r.metric("eod_excess", attr)  # the zero-disparity reference is recorded beside the raw value
+        raw, ref = r.metric("eod", attr), r.metric("eod_ref", attr)
+        for pop in (Population.nds(), Population.ds(2)):
+            np.testing.assert_allclose(excess.of(pop).values, np.subtract(raw.of(pop).values, ref.of(pop).values),
+                                       rtol=0, atol=1e-9)
+    assert r.class_accuracies(experiment="main").of(Population.nds()).seeds == (0, 1, 2)
+    assert len(r.class_accuracies(experiment="class_bias").class_names) == 100
+
     verdicts = r.verdicts()
     assert len(verdicts) >= 12 and all(isinstance(v, ClaimVerdict) for v in verdicts)
-    assert all(v.held in ("yes", "weakly", "no", "n/a") for v in verdicts)
+    assert all(v.held in ("holds", "not significant", "opposite", "n/a") for v in verdicts)
     text = report.read_text()
     assert text.index("## Paper vs kdfair") < text.index("## Figures") and "verdicts recorded by 06_explore" in text
     pngs = {p.name for p in (report.parent / "figures").glob("*.png")}
-    assert {"01_gallery_shape_by_color.png", "03_counts_vs_T_100_classes.png", "04_fairness_vs_T.png"} <= pngs
+    assert {"01_gallery_shape_by_color.png", "03_counts_vs_T_100_classes.png", "04_fairness_vs_T.png",
+            "04_fairness_vs_accuracy.png"} <= pngs
     run = json.loads((report.parent / "run.json").read_text())
     assert run["overrides"] == TINY and run["models"] == 17 + 14 and run["trained"] == 31
 
