@@ -132,6 +132,7 @@ class ClassBiasInference:
     rows: tuple[CountsAtT, ...]
     sc_trend: TrendTest | None
     tc_trend: TrendTest | None
+    beyond_trend: TrendTest | None
     window: tuple[float, ...]
     chance: ChanceTest | None
     beyond_accuracy: ChanceTest | None
@@ -192,26 +193,44 @@ def counts_at(record: ClassAccuracies, t: float, significance: float,
                      beyond.counts.raw, tc.counts.raw, tc.counts.bh)
 
 
-def count_trend(record: ClassAccuracies, temperatures: list[float], reference: Population, *,
+COUNTS = ("sc", "tc", "beyond_accuracy")
+
+
+def count_trend(record: ClassAccuracies, temperatures: list[float], count: str = "sc", *,
                 significance: float = 0.05, n_perm: int = 1000, seed: int = 0,
                 students: np.ndarray | None = None, teachers: np.ndarray | None = None) -> tuple[np.ndarray, TrendTest]:
-    """Raw #SC (``reference`` = NDS) or #TC (teacher) per T over ``temperatures`` and their
-    trend test: each seed's DS models are permuted over T (ratio normalisation)."""
-    def normalised(p: PopulationClassAccuracy, idx: np.ndarray | None) -> np.ndarray:
-        acc, ov = p.arrays()
-        if idx is not None:
-            acc, ov = acc[idx], ov[idx]
-        return normalized_class_accuracy(acc, ov, "ratio")
+    """Raw counts per T over ``temperatures`` — #SC (``count="sc"``: NDS vs DS), #TC (``"tc"``:
+    teacher vs DS) or the classes where the DS differs from its accuracy-matched NDS
+    (``"beyond_accuracy"``: each DS model matched with the NDS of its seed) — and their trend
+    test: each seed's DS models are permuted over T (a matched NDS moves with its DS model).
+    Ratio normalisation; ``students`` / ``teachers`` pick models (bootstrap)."""
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
+    nds = record.of(Population.nds())
+    for t in temperatures:
+        if record.of(Population.ds(t)).seeds != nds.seeds:
+            raise ValueError(f"DS@T={t:g} has seeds {record.of(Population.ds(t)).seeds}, the NDS {nds.seeds}: "
+                             "the within-seed permutation needs the same seeds in the same order")
 
-    ref_idx = teachers if reference.role == "teacher" else students
-    ref = normalised(record.of(reference), ref_idx)
-    ds = np.stack([normalised(record.of(Population.ds(t)), students) for t in temperatures])  # [T, S, C]
+    def arrays(p: PopulationClassAccuracy, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        acc, ov = p.arrays()
+        return (acc, ov) if idx is None else (acc[idx], ov[idx])
+
+    ds_raw = [arrays(record.of(Population.ds(t)), students) for t in temperatures]
+    ds = np.stack([normalized_class_accuracy(a, o, "ratio") for a, o in ds_raw])  # [T, S, C]
     n_seeds = ds.shape[1]
+    if count == "beyond_accuracy":
+        a_n, o_n = arrays(nds, students)
+        ref = np.stack([normalized_class_accuracy(*accuracy_matched(a_n, o_n, o), "ratio") for _, o in ds_raw])
+    else:
+        p = record.of(Population.teacher()) if count == "tc" else nds
+        ref = normalized_class_accuracy(*arrays(p, teachers if count == "tc" else students), "ratio")
 
     def counts_of(orders: np.ndarray) -> np.ndarray:
         # orders[p, s, j]: which temperature's model of seed s plays temperature j
-        permuted = ds[orders.transpose(0, 2, 1), np.arange(n_seeds)[None, None, :]]  # [P, T, S, C]
-        return raw_counts(ref[None, None], permuted, significance)
+        pick = (orders.transpose(0, 2, 1), np.arange(n_seeds)[None, None, :])
+        reference = ref[pick] if count == "beyond_accuracy" else ref[None, None]
+        return raw_counts(reference, ds[pick], significance)  # [P, T]
 
     return count_trend_test(counts_of, n_seeds, temperatures, n_perm=n_perm, seed=seed)
 
@@ -223,12 +242,10 @@ def class_bias_inference(record: ClassAccuracies, *, window: tuple[float, float]
     temps_all = record.temperatures()
     window_t = record.temperatures(window)
     rows = tuple(counts_at(record, t, significance) for t in temps_all)
-    sc_trend = tc_trend = chance = beyond = None
+    sc_trend = tc_trend = beyond_trend = chance = beyond = None
     if len(window_t) >= 2:
-        sc_trend = count_trend(record, window_t, Population.nds(), significance=significance, n_perm=n_perm,
-                               seed=seed)[1]
-        tc_trend = count_trend(record, window_t, Population.teacher(), significance=significance, n_perm=n_perm,
-                               seed=seed)[1]
+        opts = {"significance": significance, "n_perm": n_perm, "seed": seed}
+        sc_trend, tc_trend, beyond_trend = (count_trend(record, window_t, c, **opts)[1] for c in COUNTS)
     if window_t:
         top = window_t[-1]
         if len(record.of(Population.nds()).seeds) >= 2:
@@ -236,7 +253,7 @@ def class_bias_inference(record: ClassAccuracies, *, window: tuple[float, float]
             chance = chance_test(record, top, "sc", **opts)
             beyond = chance_test(record, top, "beyond_accuracy", **opts)
     return ClassBiasInference(record.experiment, len(record.class_names), significance, rows, sc_trend, tc_trend,
-                              tuple(window_t), chance, beyond)
+                              beyond_trend, tuple(window_t), chance, beyond)
 
 
 def frame(inference: ClassBiasInference):

@@ -33,10 +33,10 @@ Trifeature shape with the quick profile:
   longer helps;
 * the 100-class teacher needs more optimisation steps than the 10-class one: twice the epochs,
   in batches of 64 (4× the steps);
-* ``quick`` fits ``make reproduce`` in about 10 minutes on 2 CPU cores: 3,000 training and 2,000
-  test images (20 test images per class of the 100-class label), 2 teachers and 3 student seeds
-  (fewer than the paper's 5: Welch's test has little power, and the permutation null cannot
-  reach p < 0.05);
+* ``quick`` fits ``make reproduce`` in about 10 minutes on 2 CPU cores: 3,000 training and
+  20,000 test images (200 per shape × colour cell, so per class of the 100-class label), 2
+  teachers and 5 student seeds (252 seed relabellings: the permutation null can reach p ≈ 0.008;
+  the 5 students share the 2 teachers, which the report's cluster bootstrap accounts for);
 * ``paper`` has the paper's design — 5 teachers, 5 student seeds, T = 1..10 and 20, 30, 40 for
   fairness, T = 2..10 for class bias — at Trifeature scale, with longer schedules; it is for a GPU.
 """

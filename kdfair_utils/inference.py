@@ -6,16 +6,22 @@ their teacher across temperatures, so they are not independent draws. Convention
 * **Trends over T** (:func:`trend_test`): the slope of a per-model value on T with a fixed effect
   per seed (OLS ``y ~ T + C(seed)``, equal to statsmodels; its t interval is shown) and a
   *within-seed permutation* p-value: T is shuffled among each seed's own models, so seed effects
-  never count as evidence. Exhaustive when there are at most ``n_perm`` orderings, otherwise
-  ``n_perm`` random ones plus the observed one (p = (k + 1) / (n + 1)).
+  (and teacher effects: a seed's teacher is the same at every T) never count as evidence.
+  Exhaustive when there are at most ``n_perm + 1`` orderings, otherwise ``n_perm`` random ones
+  plus the observed one (p = (k + 1) / (n + 1)).
 * **Comparisons of populations** (:func:`paired_comparison`, :func:`welch_comparison`): a paired
   t-test on per-seed values where the models share a seed's initialisation and batch order (NDS
   vs DS, DS at two temperatures), Welch's unpaired test otherwise (teachers vs students).
 * **Verdicts** (:func:`verdict`): ``holds`` — p < level in the paper's direction; ``opposite`` —
   p < level against it; ``not significant`` — neither; ``n/a`` — not measurable.
-* **Support** (:func:`bootstrap_support`): the share of resamples of the seeds (with
-  replacement) in which the same verdict comes out — how much a verdict depends on which seeds
-  were drawn.
+* **Support** (:func:`bootstrap_support`): the share of resamples in which the same verdict
+  comes out — how much a verdict depends on which seeds were drawn. Students that distil from one
+  teacher are resampled as a cluster (:func:`teacher_clusters`).
+
+The p-values of comparisons and counts treat the student seeds as independent, although the
+students of one teacher share it (with 2 teachers and 5 seeds: seeds 0, 2, 4 and 1, 3); with so
+few teachers no test at the teacher level has power, so these p-values are optimistic and the
+cluster-bootstrap support is the check on them.
 """
 
 from __future__ import annotations
@@ -225,18 +231,46 @@ def one_sample(values: Any, threshold: float) -> Comparison:
 
 
 # ----------------------------------------------------------------------------- support
-def bootstrap_support(verdict_of: Callable[[dict[str, np.ndarray]], str], units: dict[str, int], observed: str, *,
-                      draws: int = 200, seed: int = 0) -> float | None:
-    """The share of ``draws`` resamples in which ``verdict_of`` gives ``observed`` again.
+Picks = dict[str, np.ndarray]
 
-    ``units`` names the independent sampling units and their number (e.g. ``{"seeds": 5,
-    "teachers": 2}``); each resample draws every kind with replacement, and ``verdict_of`` gets
-    the chosen indices per kind. None when the observed verdict is ``n/a``."""
+
+def independent_units(units: dict[str, int]) -> Callable[[np.random.Generator], Picks]:
+    """Resample each kind of unit (e.g. ``{"seeds": 5, "teachers": 2}``) with replacement, independently."""
+    return lambda rng: {name: rng.integers(0, n, n) for name, n in units.items()}
+
+
+def teacher_clusters(teacher_of_student: list[int], n_teachers: int) -> Callable[[np.random.Generator], Picks]:
+    """A two-stage (cluster) resample: teachers with replacement, then, for each teacher drawn, its
+    own students with replacement. Students that distil from one teacher share it, so they are
+    resampled as a cluster, never as independent units. ``teacher_of_student[i]``: the index of
+    student i's teacher (NDS seed i stays paired with DS seed i)."""
+    members = [np.flatnonzero(np.asarray(teacher_of_student) == t) for t in range(n_teachers)]
+
+    def draw(rng: np.random.Generator) -> Picks:
+        teachers = rng.integers(0, n_teachers, n_teachers)
+        students = [m[rng.integers(0, len(m), len(m))] for m in (members[t] for t in teachers) if len(m)]
+        return {"teachers": teachers, "seeds": np.concatenate(students) if students else np.zeros(0, dtype=int)}
+
+    return draw
+
+
+MIN_MEASURABLE = 0.8  # below this share of measurable resamples there are too few units for a support
+
+
+def bootstrap_support(verdict_of: Callable[[Picks], str], draw: Callable[[np.random.Generator], Picks],
+                      observed: str, *, draws: int = 200, seed: int = 0) -> float | None:
+    """The share of resamples that give ``observed`` again, among the resamples in which the
+    verdict is measurable (a resample can repeat one model so often that no test is defined).
+
+    ``draw(rng)`` returns the indices chosen per kind of unit (:func:`independent_units`,
+    :func:`teacher_clusters`) and ``verdict_of`` the verdict on them. None when the observed
+    verdict is ``n/a``, or when fewer than :data:`MIN_MEASURABLE` of the resamples are measurable
+    (too few units: with 2 teachers, half the resamples draw one teacher twice)."""
     if observed == NA:
         return None
     rng = np.random.default_rng(seed)
-    same = 0
-    for _ in range(draws):
-        picks = {name: rng.integers(0, n, n) for name, n in units.items()}
-        same += verdict_of(picks) == observed
-    return same / draws
+    verdicts = [verdict_of(draw(rng)) for _ in range(draws)]
+    measurable = [v for v in verdicts if v != NA]
+    if len(measurable) < MIN_MEASURABLE * draws:
+        return None
+    return sum(v == observed for v in measurable) / len(measurable)

@@ -201,7 +201,8 @@ class Trend:
 
 @dataclass(frozen=True)
 class CountTrend:
-    """#SC (``count="sc"``) or #TC (``"tc"``) of the class-bias experiment moves with T in ``sign``."""
+    """#SC (``count="sc"``), #TC (``"tc"``) or the classes where the DS differs from an
+    accuracy-matched NDS (``"beyond_accuracy"``) of the class-bias experiment move with T in ``sign``."""
 
     count: str
     window: tuple[float, float]
@@ -272,6 +273,8 @@ CLAIMS: tuple[Claim, ...] = (
           "not tested in the paper", AboveChance("sc"), experiment="class_bias"),
     Claim("sc_beyond_accuracy", "DS differs from an accuracy-matched NDS in more classes than chance (highest T)",
           "not tested in the paper", AboveChance("beyond_accuracy"), experiment="class_bias"),
+    Claim("beyond_accuracy_rises", "The classes where the DS differs from an accuracy-matched NDS rise with T",
+          "not tested in the paper", CountTrend("beyond_accuracy", CLASS_BIAS_WINDOW, +1), experiment="class_bias"),
     Claim("tc_falls", "#TC falls with T",
           f"CIFAR-100 {_CIFAR[_D(2)].tc}→{_CIFAR[_D(10)].tc} (min {min(_ds_values(_CIFAR, 'tc', CLASS_BIAS_WINDOW))}), "
           f"ImageNet {_IMAGENET[_D(2)].tc}→{_IMAGENET[_D(10)].tc}",

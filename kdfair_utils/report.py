@@ -38,11 +38,11 @@ from .paper import CLAIMS, CLASS_BIAS_WINDOW, AboveChance, AtLeast, Claim, Count
 from .results import ClaimVerdict, MetricSummary, Population, Results, load_results
 
 LEVEL = inf.LEVEL
-BOOTSTRAP_PERMUTATIONS = 200  # orderings per bootstrap resample of a trend test (the observed test uses more)
+BOOTSTRAP_PERMUTATIONS = 100  # orderings per bootstrap resample of a trend test (the observed test uses more)
 
 VERDICTS = ("- **holds**: p < 0.05 in the paper's direction; **not significant**: neither direction reaches "
             "p < 0.05; **opposite**: p < 0.05 against the paper; **n/a**: not measurable in this run.\n"
-            "- Trends over T: slope per unit T with a fixed effect per seed over T = 2..10 (95 % t interval); "
+            "- Trends over T: slope per unit T with a fixed effect per seed over T = 2..10 (two-sided 95 % t interval); "
             "p from permuting T within each seed (seed effects are not evidence). T = 1 and the very high T are "
             "reported separately.\n"
             "- Comparisons: paired t-test on per-seed values where both sides are students (same seed: same "
@@ -52,8 +52,11 @@ VERDICTS = ("- **holds**: p < 0.05 in the paper's direction; **not significant**
             "permutation whose chance level excludes the observed split and its mirror.\n"
             "- Fairness claims are judged on the excess of DPD/EOD over the zero-disparity reference (predictions "
             "shuffled within each true class across groups); the raw values are shown.\n"
-            "- support: share of bootstrap resamples of the seeds (students and teachers resampled separately) "
-            "that give the same verdict.")
+            "- support: share of bootstrap resamples that give the same verdict, among those where it is "
+            "measurable (n/a when fewer than 80 % are: too few units, e.g. 2 teachers); teachers are resampled, and each drawn teacher's students with it (students of one "
+            "teacher are a cluster). The p-values of comparisons and counts treat the 5 student seeds as "
+            "independent although the quick profile's 2 teachers are shared (seeds 0, 2, 4 and 1, 3), so they "
+            "are optimistic; intervals are two-sided 95 %.")
 
 
 @dataclass(frozen=True)
@@ -141,16 +144,21 @@ def _metric(claim: Claim, results: Results, metric: str, attribute: str | None) 
     return results.metric(metric, attribute, experiment=claim.experiment)
 
 
-def _units(results: Results) -> dict[str, int]:
+def _resampler(results: Results):
+    """The bootstrap's draw: teachers, and each teacher's students as a cluster (from the
+    recorded teacher of each DS model); None when the records do not say."""
     acc = results.metric("accuracy", None, experiment="main")
     if acc is None:
-        return {}
+        return None
     try:
-        teachers = len(acc.of(Population.teacher()).values)
-        seeds = len(acc.of(Population.nds()).values)
+        teachers = acc.of(Population.teacher()).seeds
+        nds = acc.of(Population.nds()).seeds
     except KeyError:
-        return {}
-    return {"seeds": seeds, "teachers": teachers}
+        return None
+    ds = acc.ds()
+    if not ds or ds[0].seeds != nds or ds[0].teacher_seeds is None:
+        return None
+    return inf.teacher_clusters([teachers.index(t) for t in ds[0].teacher_seeds], len(teachers))
 
 
 # ----------------------------------------------------------------------------- rules
@@ -266,12 +274,11 @@ def _(test: CountTrend, claim: Claim, results: Results, opts: Options, picks: Pi
     temps = record.temperatures(test.window) if record else []
     if len(temps) < 2:
         return _na("no per-class accuracies recorded for two temperatures in the window")
-    reference = Population.nds() if test.count == "sc" else Population.teacher()
     students = None if picks is None else picks["seeds"]
     teachers = None if picks is None else picks["teachers"]
     n_perm = opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
     try:
-        counts, t = count_trend(record, temps, reference, n_perm=n_perm, seed=opts.seed, students=students,
+        counts, t = count_trend(record, temps, test.count, n_perm=n_perm, seed=opts.seed, students=students,
                                 teachers=teachers)
     except ValueError as exc:  # e.g. a model with accuracy 0: the ratio is undefined
         return _na(str(exc))
@@ -337,11 +344,11 @@ def _(test: Ordered, claim: Claim, results: Results, opts: Options, picks: Picks
 def evaluate_claim(claim: Claim, results: Results, opts: Options = Options()) -> ClaimVerdict:
     """One claim under the report's rule, with its bootstrap support."""
     m = _measure(claim.test, claim, results, opts, None)
-    units = _units(results)
+    draw = _resampler(results)
     support = None
-    if units and m.held != inf.NA:
+    if draw is not None and m.held != inf.NA:
         support = inf.bootstrap_support(lambda picks: _measure(claim.test, claim, results, opts, picks).held,
-                                        units, m.held, draws=opts.bootstrap_draws, seed=opts.seed)
+                                        draw, m.held, draws=opts.bootstrap_draws, seed=opts.seed)
     return ClaimVerdict(claim.id, claim.statement, claim.paper, m.kdfair, m.evidence, m.held, support, m.rule,
                         m.estimate, m.p_value)
 
@@ -399,8 +406,8 @@ def fairness_markdown(results: Results, attribute: str = "color") -> str:
     acc = results.metric("accuracy", None, experiment="main")
     if acc is None or results.metric("eod_ref", attribute, experiment="main") is None:
         return ""
-    lines = ["| population | accuracy | EOD | EOD reference [95 %] | EOD excess | DPD | DPD reference [95 %] | "
-             "DPD excess |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| population | accuracy | EOD | EOD reference [per-model 95 % band] | EOD excess | DPD | "
+             "DPD reference [per-model 95 % band] | DPD excess |", "|---|---|---|---|---|---|---|---|"]
     for pv in sorted(acc.populations, key=lambda p: p.population.sort_key):
         pop = pv.population
         cells = [pop.name, f"{np.mean(pv.values):.2f}"]
@@ -423,7 +430,8 @@ def class_bias_markdown(inference: ClassBiasInference) -> str:
         lines.append(f"| {r.temperature:g} | {r.ds_accuracy:.2f} | {r.sc} | {r.sc_bh} | {r.sc_difference} | "
                      f"{r.sc_ceiling} | {r.sc_accuracy_only} | {r.sc_beyond_accuracy} | {r.tc} | {r.tc_bh} |")
     out = "\n".join(lines) + "\n"
-    for name, trend in (("#SC", inference.sc_trend), ("#TC", inference.tc_trend)):
+    for name, trend in (("#SC", inference.sc_trend), ("#TC", inference.tc_trend),
+                        ("DS vs accuracy-matched NDS", inference.beyond_trend)):
         if trend is not None:
             out += (f"\n- {name} trend over T = {inference.window[0]:g}..{inference.window[-1]:g}: slope "
                     f"{trend.slope.estimate:+.2f} per unit T; rise: {_p(trend.p_increase)}, "
@@ -441,7 +449,11 @@ CLASS_BIAS_NOTE = (
     "Benjamini–Hochberg; *difference*: the same test on acc_c − mean accuracy; *ceiling*: significant classes at "
     "≥ 95 % in every model of both populations, where the ratio moves only because the overall accuracy does; "
     "*from accuracy alone*: #SC of the NDS against itself with every class's errors scaled by one factor to each "
-    "paired DS's accuracy (no class-specific effect); *DS vs accuracy-matched NDS*: the classes that remain.")
+    "paired DS's accuracy (no class-specific effect); *DS vs accuracy-matched NDS*: classes where the DS differs "
+    "from that accuracy-matched NDS, i.e. beyond what the accuracy change explains (a count of its own, not a "
+    "difference of the other two). Chance levels relabel all models as exchangeable, ignoring the per-seed "
+    "pairing of NDS and DS (a null that only swaps within seeds has 2⁵ = 32 splits and could not reach "
+    "p < 0.05 with 5 seeds).")
 
 
 def write_report(out_dir: str | Path, analysis: Any = None) -> Path:
@@ -468,7 +480,8 @@ def write_report(out_dir: str | Path, analysis: Any = None) -> Path:
                   "The reference is the same model's predictions shuffled within each true class across colours: "
                   "it keeps the accuracy and removes any colour effect, so it is the EOD/DPD that the error rate "
                   "and finite groups produce on their own. The excess is what a colour effect adds. Means over "
-                  "each population's models (excess ± std).\n", fairness]
+                  "each population's models (excess ± std); the band is each model's 2.5th–97.5th percentile "
+                  "of the shuffles, averaged over the population.\n", fairness]
     for experiment, title in (("main", "10 classes (shape)"), ("class_bias", "100 classes (shape × colour)")):
         record = results.class_accuracies(experiment=experiment)
         if record is not None and len(record.temperatures(CLASS_BIAS_WINDOW)) >= 1:

@@ -30,7 +30,7 @@ import numpy as np
 from .cache import load_json, save_json
 from .stats import PopulationStats, population_stats
 
-SCHEMA = 2
+SCHEMA = 3
 ROLES = ("teacher", "nds", "ds")
 
 # Per-model metrics: name → unit. Fairness metrics are per protected attribute.
@@ -106,15 +106,19 @@ def in_window(temperature: float | None, window: tuple[float, float] | None) -> 
 
 @dataclass(frozen=True)
 class PopulationValues:
-    """One metric's value for each model of a population, in seed order."""
+    """One metric's value for each model of a population, in seed order; for distilled students
+    also the seed of each model's teacher (students of one teacher are not independent)."""
 
     population: Population
     seeds: tuple[int, ...]
     values: tuple[float, ...]
+    teacher_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.seeds) != len(self.values) or not self.values:
             raise ValueError(f"{self.population}: {len(self.seeds)} seeds for {len(self.values)} values")
+        if self.teacher_seeds is not None and len(self.teacher_seeds) != len(self.seeds):
+            raise ValueError(f"{self.population}: {len(self.teacher_seeds)} teacher seeds for {len(self.seeds)} models")
 
     def stats(self, confidence: float = 0.95) -> PopulationStats:
         """:func:`~kdfair_utils.stats.population_stats` of the values (``ValueError`` if one is
@@ -193,7 +197,10 @@ def summarize(table: Any, metric: str, attribute: str | None = None, *, experime
     pops: list[PopulationValues] = []
     for (role, t), rows in table.groupby(["role", "T"], dropna=False, sort=False):
         pop = Population(role, None if math.isnan(t) else float(t))
-        pops.append(PopulationValues(pop, tuple(int(s) for s in rows["seed"]), tuple(float(v) for v in rows[column])))
+        teachers = (tuple(int(s) for s in rows["teacher_seed"])
+                    if role == "ds" and "teacher_seed" in rows and rows["teacher_seed"].notna().all() else None)
+        pops.append(PopulationValues(pop, tuple(int(s) for s in rows["seed"]), tuple(float(v) for v in rows[column]),
+                                     teachers))
     pops.sort(key=lambda p: p.population.sort_key)
     attrs = getattr(table, "attrs", {}) or {}
     return MetricSummary(experiment=experiment, task=str(attrs.get("task", "")), split=str(attrs.get("split", "")),

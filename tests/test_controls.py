@@ -127,20 +127,23 @@ def _record(rng, temps, seeds=2, classes=6):
     return ClassAccuracies("x", "t", tuple(f"c{i}" for i in range(classes)), (10,) * classes, tuple(pops))
 
 
-def test_count_trend_exhaustive_equals_brute_force_over_orderings():
+@pytest.mark.parametrize("kind", ["sc", "beyond_accuracy"])
+def test_count_trend_exhaustive_equals_brute_force_over_orderings(kind):
     rng = np.random.default_rng(5)
     temps = [2.0, 4.0, 8.0]
     record = _record(rng, temps, seeds=3, classes=8)
-    counts, test = cc.count_trend(record, temps, Population.nds(), significance=0.2, n_perm=10_000)
+    counts, test = cc.count_trend(record, temps, kind, significance=0.2, n_perm=10_000)
     assert test.exhaustive and test.n_orderings == 6**3
     nds = record.of(Population.nds()).arrays()
     ds = [record.of(Population.ds(t)).arrays() for t in temps]
     tc = np.array(temps) - np.mean(temps)
 
     def count(acc_b, ov_b):
+        # the reference: the NDS, or each NDS model matched to the accuracy of the DS model it meets
+        ref = nds if kind == "sc" else cc.accuracy_matched(*nds, ov_b)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return cb.class_bias_from_accuracy(*nds, acc_b, ov_b, significance=0.2).counts.raw
+            return cb.class_bias_from_accuracy(*ref, acc_b, ov_b, significance=0.2).counts.raw
 
     null = []
     for perms in itertools.product(itertools.permutations(range(3)), repeat=3):
@@ -151,6 +154,30 @@ def test_count_trend_exhaustive_equals_brute_force_over_orderings():
     np.testing.assert_array_equal(counts, observed)
     slope = float(np.dot(observed, tc) / (tc @ tc))
     assert test.p_increase == pytest.approx(np.mean(np.array(null) >= slope - 1e-12))
+
+
+def test_chance_test_equals_null_from_accuracy():
+    rng = np.random.default_rng(8)
+    record = _record(rng, [4.0], seeds=4, classes=12)
+    for kind in ("sc", "beyond_accuracy"):
+        ours = cc.chance_test(record, 4.0, kind, significance=0.2)
+        nds, ds = record.of(Population.nds()).arrays(), record.of(Population.ds(4.0)).arrays()
+        ref = nds if kind == "sc" else cc.accuracy_matched(*nds, ds[1])
+        null = cb.null_from_accuracy(*ref, *ds, significance=0.2)
+        assert (ours.observed, ours.n_splits) == (null.observed.raw, null.n_splits)
+        assert ours.chance == pytest.approx(null.expected("raw"), rel=1e-12)
+        assert ours.p_value == pytest.approx(null.p_value("raw"), rel=1e-12)
+
+
+def test_count_trend_refuses_misaligned_seeds():
+    rng = np.random.default_rng(9)
+    record = _record(rng, [2.0, 4.0], seeds=3)
+    pops = list(record.populations)
+    last = pops[-1]
+    pops[-1] = PopulationClassAccuracy(last.population, (2, 1, 0), last.overall, last.per_class)
+    bad = ClassAccuracies(record.experiment, record.task, record.class_names, record.test_per_class, tuple(pops))
+    with pytest.raises(ValueError, match="same seeds in the same order"):
+        cc.count_trend(bad, [2.0, 4.0], "sc")
 
 
 def test_chance_level_excludes_the_observed_split_and_its_mirror():

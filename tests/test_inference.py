@@ -91,14 +91,39 @@ def test_verdict_rule():
     assert inf.verdict(None, 0.5) == inf.NA and inf.verdict(math.nan, 0.5) == inf.NA
 
 
-def test_bootstrap_support_is_the_share_of_resamples_with_the_same_verdict():
+def test_bootstrap_support_is_the_share_of_measurable_resamples_with_the_same_verdict():
     values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
 
     def verdict_of(picks):
-        return inf.HOLDS if values[picks["seeds"]].mean() > 3 else inf.NOT_SIGNIFICANT
+        v = values[picks["seeds"]]
+        if picks["seeds"][0] == picks["seeds"][1] == 0:
+            return inf.NA  # not measurable (a stand-in): left out of the share
+        return inf.HOLDS if v.mean() > 3 else inf.NOT_SIGNIFICANT
 
+    draw = inf.independent_units({"seeds": 5})
     rng = np.random.default_rng(7)
-    manual = np.mean([values[rng.integers(0, 5, 5)].mean() > 3 for _ in range(50)])
-    assert inf.bootstrap_support(verdict_of, {"seeds": 5}, inf.HOLDS, draws=50, seed=7) == pytest.approx(manual)
-    assert inf.bootstrap_support(lambda p: inf.HOLDS, {"seeds": 5}, inf.HOLDS, draws=20) == 1.0
-    assert inf.bootstrap_support(verdict_of, {"seeds": 5}, inf.NA) is None
+    manual = [verdict_of(draw(rng)) for _ in range(200)]
+    measurable = [v for v in manual if v != inf.NA]
+    assert 0 < len(manual) - len(measurable) < 30
+    expected = sum(v == inf.HOLDS for v in measurable) / len(measurable)
+    assert inf.bootstrap_support(verdict_of, draw, inf.HOLDS, draws=200, seed=7) == pytest.approx(expected)
+    two = inf.independent_units({"seeds": 2})  # half the resamples repeat one unit: too few for a support
+    assert inf.bootstrap_support(lambda p: inf.HOLDS if np.ptp(p["seeds"]) else inf.NA, two, inf.HOLDS) is None
+    assert inf.bootstrap_support(lambda p: inf.HOLDS, draw, inf.HOLDS, draws=20) == 1.0
+    assert inf.bootstrap_support(verdict_of, draw, inf.NA) is None
+    assert inf.bootstrap_support(lambda p: inf.NA, draw, inf.HOLDS, draws=5) is None
+
+
+def test_teacher_clusters_resample_students_with_their_teacher():
+    teacher_of = [0, 1, 0, 1, 0]  # same_seed pairing: 5 students, 2 teachers
+    draw = inf.teacher_clusters(teacher_of, 2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        picks = draw(rng)
+        assert len(picks["teachers"]) == 2
+        drawn = [teacher_of[i] for i in picks["seeds"]]
+        # every student drawn belongs to a drawn teacher, as often as that teacher was drawn
+        for t in (0, 1):
+            expected = sum(teacher_of.count(t) for x in picks["teachers"] if x == t)
+            assert drawn.count(t) == expected
+    assert len(inf.teacher_clusters([0, 0, 0], 2)(np.random.default_rng(1))["seeds"]) in (0, 3, 6)
