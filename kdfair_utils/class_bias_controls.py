@@ -88,6 +88,13 @@ def raw_counts(xa: np.ndarray, xb: np.ndarray, significance: float) -> np.ndarra
         return np.sum(p < significance, axis=-1)
 
 
+def _models(p: PopulationClassAccuracy, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(per-class, overall) accuracies of the population's models, or of the models ``idx`` (a
+    bootstrap resample)."""
+    acc, ov = p.arrays()
+    return (acc, ov) if idx is None else (acc[idx], ov[idx])
+
+
 def _paired(record: ClassAccuracies, a: Population, b: Population) -> tuple[PopulationClassAccuracy, PopulationClassAccuracy]:
     pa, pb = record.of(a), record.of(b)
     if pa.seeds != pb.seeds:
@@ -147,9 +154,7 @@ def chance_test(record: ClassAccuracies, t: float, count: str = "sc", *, signifi
     if count not in ("sc", "beyond_accuracy"):
         raise ValueError(f"count must be 'sc' or 'beyond_accuracy', got {count!r}")
     nds, ds = _paired(record, Population.nds(), Population.ds(t))
-    (a_n, o_n), (a_d, o_d) = nds.arrays(), ds.arrays()
-    if students is not None:
-        a_n, o_n, a_d, o_d = a_n[students], o_n[students], a_d[students], o_d[students]
+    (a_n, o_n), (a_d, o_d) = _models(nds, students), _models(ds, students)
     if count == "beyond_accuracy":
         a_n, o_n = accuracy_matched(a_n, o_n, o_d)
     pool = normalized_class_accuracy(np.concatenate([a_n, a_d]), np.concatenate([o_n, o_d]), "ratio")
@@ -169,16 +174,11 @@ def chance_test(record: ClassAccuracies, t: float, count: str = "sc", *, signifi
                       calibration.n_splits)
 
 
-def counts_at(record: ClassAccuracies, t: float, significance: float,
-              students: np.ndarray | None = None, teachers: np.ndarray | None = None) -> CountsAtT:
-    """:class:`CountsAtT` of DS@``t`` (optionally of the models ``students`` / ``teachers``, index arrays)."""
+def counts_at(record: ClassAccuracies, t: float, significance: float) -> CountsAtT:
+    """:class:`CountsAtT` of DS@``t``."""
     nds, ds = _paired(record, Population.nds(), Population.ds(t))
     (a_n, o_n), (a_d, o_d) = nds.arrays(), ds.arrays()
     a_t, o_t = record.of(Population.teacher()).arrays()
-    if students is not None:
-        a_n, o_n, a_d, o_d = a_n[students], o_n[students], a_d[students], o_d[students]
-    if teachers is not None:
-        a_t, o_t = a_t[teachers], o_t[teachers]
     a_m, o_m = accuracy_matched(a_n, o_n, o_d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -211,20 +211,15 @@ def count_trend(record: ClassAccuracies, temperatures: list[float], count: str =
         if record.of(Population.ds(t)).seeds != nds.seeds:
             raise ValueError(f"DS@T={t:g} has seeds {record.of(Population.ds(t)).seeds}, the NDS {nds.seeds}: "
                              "the within-seed permutation needs the same seeds in the same order")
-
-    def arrays(p: PopulationClassAccuracy, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        acc, ov = p.arrays()
-        return (acc, ov) if idx is None else (acc[idx], ov[idx])
-
-    ds_raw = [arrays(record.of(Population.ds(t)), students) for t in temperatures]
+    ds_raw = [_models(record.of(Population.ds(t)), students) for t in temperatures]
     ds = np.stack([normalized_class_accuracy(a, o, "ratio") for a, o in ds_raw])  # [T, S, C]
     n_seeds = ds.shape[1]
     if count == "beyond_accuracy":
-        a_n, o_n = arrays(nds, students)
+        a_n, o_n = _models(nds, students)
         ref = np.stack([normalized_class_accuracy(*accuracy_matched(a_n, o_n, o), "ratio") for _, o in ds_raw])
     else:
         p = record.of(Population.teacher()) if count == "tc" else nds
-        ref = normalized_class_accuracy(*arrays(p, teachers if count == "tc" else students), "ratio")
+        ref = normalized_class_accuracy(*_models(p, teachers if count == "tc" else students), "ratio")
 
     def counts_of(orders: np.ndarray) -> np.ndarray:
         # orders[p, s, j]: which temperature's model of seed s plays temperature j

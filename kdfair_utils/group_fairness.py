@@ -123,16 +123,11 @@ def group_rates(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_gr
     """
     m, n = y_pred.shape
     c, k = n_classes, n_groups
-    cell = y_pred * k + groups[None, :]  # (predicted class, group), then offset by the model
-    cell += (np.arange(m) * (c * k))[:, None]
+    cell = np.arange(m)[:, None] * (c * k) + y_pred * k + groups[None, :]  # (model, predicted class, group)
+    w = np.broadcast_to(weights, (m, n))
+    selected = np.bincount(cell.ravel(), weights=w.ravel(), minlength=m * c * k).reshape(m, c, k)
     hit = (y_pred == y_true[None, :])
-    if np.all(weights == 1):  # unweighted counts are exact integers and faster
-        selected = np.bincount(cell.ravel(), minlength=m * c * k).reshape(m, c, k).astype(np.float64)
-        tp = np.bincount(cell[hit], minlength=m * c * k).reshape(m, c, k).astype(np.float64)
-    else:
-        w = np.broadcast_to(weights, (m, n))
-        selected = np.bincount(cell.ravel(), weights=w.ravel(), minlength=m * c * k).reshape(m, c, k)
-        tp = np.bincount(cell[hit], weights=w[hit], minlength=m * c * k).reshape(m, c, k)
+    tp = np.bincount(cell[hit], weights=w[hit], minlength=m * c * k).reshape(m, c, k)
     group_total = np.bincount(groups, weights=weights, minlength=k)  # [K]
     positives = np.bincount(y_true * k + groups, weights=weights, minlength=c * k).reshape(c, k)
     return rates_from_counts(selected, tp, group_total, positives)
@@ -174,17 +169,19 @@ def _difference(rates: np.ndarray, overall: np.ndarray, method: str) -> np.ndarr
         return np.where(valid.sum(-1) >= 1, diff, np.nan)
 
 
-def _resolve_undefined(rates: dict[str, np.ndarray], undefined: str, what: str) -> None:
+def _resolve_undefined(rates: dict[str, np.ndarray], undefined: str, what: str, warn: bool = True) -> None:
     for name, count in (("tpr", rates["positives"]), ("fpr", rates["negatives"])):
         bad = count <= 0
-        if bad.any():
+        if not bad.any():
+            continue
+        if warn:
             kind = "positives" if name == "tpr" else "negatives"
             msg = (f"{int(bad.sum())} (class, group) cell(s) of {what} have no {kind}: {name.upper()} is undefined "
                    + ("and those groups are left out of its difference" if undefined == "exclude"
                       else "and set to 0 as fairlearn does"))
             warnings.warn(msg, UndefinedRateWarning, stacklevel=3)
-            if undefined == "zero":
-                rates[name][:, bad] = 0.0
+        if undefined == "zero":
+            rates[name][:, bad] = 0.0
 
 
 def _equalized_odds(rates: dict[str, np.ndarray], method: str, agg: str) -> np.ndarray:
@@ -309,11 +306,7 @@ def _algorithm1(rates: dict[str, np.ndarray], occurs: np.ndarray, metric: str, a
     if metric == "dpd":
         per_class = _difference(rates["selection"], rates["selection_overall"], method)
     else:
-        if warn:
-            _resolve_undefined(rates, undefined, "one-vs-rest y_true")
-        elif undefined == "zero":
-            for name, count in (("tpr", rates["positives"]), ("fpr", rates["negatives"])):
-                rates[name][:, count <= 0] = 0.0
+        _resolve_undefined(rates, undefined, "one-vs-rest y_true", warn)
         per_class = _equalized_odds(rates, method, agg)
     nan_classes = (np.isnan(per_class) & occurs).any(axis=0)  # undefined where the class does occur
     per_class = np.where(occurs, per_class, np.nan)
@@ -420,8 +413,8 @@ def zero_disparity_reference(y_true: Any, y_pred: Any, *, sensitive_features: An
     m_models, k = len(yp2), int(groups.max()) + 1
     occurs = np.tile(_occurs(yt, yp2, c), (draws, 1))  # a shuffle keeps each model's predicted classes
     selected, tp = shuffled_counts(yt, yp2, groups, c, k, draws, np.random.default_rng(seed))
-    group_total = np.bincount(groups, minlength=k).astype(np.float64)
-    positives = np.bincount(yt * k + groups, minlength=c * k).reshape(c, k).astype(np.float64)
+    positives = np.bincount(yt * k + groups, minlength=c * k).reshape(c, k).astype(np.float64)  # a shuffle keeps them
+    group_total = positives.sum(0)
     rates = rates_from_counts(selected.reshape(-1, c, k), tp.reshape(-1, c, k), group_total, positives)
     tail = 100 * (1 - confidence) / 2
     out = {}

@@ -139,16 +139,26 @@ class TrendTest:
         return (self.p_increase, self.p_decrease) if sign > 0 else (self.p_decrease, self.p_increase)
 
 
+def _within_seed_null(series_of: Callable[[np.ndarray], np.ndarray], n_seeds: int, temperatures: Any, n_perm: int,
+                      seed: int) -> tuple[np.ndarray, float, float, bool]:
+    """The series over T ``[P, T]`` for every within-seed ordering (the observed one first) and
+    the permutation p of its slope rising and falling; ``series_of(orders)`` computes the series
+    from orderings ``[P, seeds, T]``. Returns (series, p_increase, p_decrease, exhaustive)."""
+    orders, exhaustive = within_seed_orders(n_seeds, len(temperatures), n_perm, np.random.default_rng(seed))
+    series = np.asarray(series_of(orders), dtype=float)
+    null = slopes(series, temperatures)
+    up, down = permutation_p(float(null[0]), null, exhaustive)
+    return series, up, down, exhaustive
+
+
 def trend_test(values: Any, temperatures: Any, *, n_perm: int = 2000, seed: int = 0) -> TrendTest:
     """Is there a trend of ``values`` ``[seeds, temperatures]`` over T? See the module docstring."""
     y = np.asarray(values, dtype=float)
     fit = blocked_slope(y, temperatures)
-    s, k = y.shape
-    orders, exhaustive = within_seed_orders(s, k, n_perm, np.random.default_rng(seed))
-    permuted = np.take_along_axis(np.broadcast_to(y, orders.shape), orders, axis=-1)
-    null = slopes(permuted.mean(-2), temperatures)
-    up, down = permutation_p(float(null[0]), null, exhaustive)
-    return TrendTest(fit, up, down, len(null), exhaustive)
+    series, up, down, exhaustive = _within_seed_null(
+        lambda orders: np.take_along_axis(np.broadcast_to(y, orders.shape), orders, axis=-1).mean(-2),
+        len(y), temperatures, n_perm, seed)
+    return TrendTest(fit, up, down, len(series), exhaustive)
 
 
 def count_trend_test(counts_of: Callable[[np.ndarray], np.ndarray], n_seeds: int, temperatures: Any, *,
@@ -158,13 +168,8 @@ def count_trend_test(counts_of: Callable[[np.ndarray], np.ndarray], n_seeds: int
     ``counts_of(orders)`` gets orderings ``[P, seeds, T]`` (``orders[p, s, j]``: which of seed
     s's models plays temperature j) and returns counts ``[P, T]``. Returns the observed counts
     and the test: the OLS fit of the counts on T, and within-seed permutation p-values."""
-    k = len(temperatures)
-    orders, exhaustive = within_seed_orders(n_seeds, k, n_perm, np.random.default_rng(seed))
-    counts = np.asarray(counts_of(orders), dtype=float)
-    null = slopes(counts, temperatures)
-    up, down = permutation_p(float(null[0]), null, exhaustive)
-    fit = blocked_slope(counts[:1], temperatures)
-    return counts[0], TrendTest(fit, up, down, len(null), exhaustive)
+    counts, up, down, exhaustive = _within_seed_null(counts_of, n_seeds, temperatures, n_perm, seed)
+    return counts[0], TrendTest(blocked_slope(counts[:1], temperatures), up, down, len(counts), exhaustive)
 
 
 # ----------------------------------------------------------------------------- comparisons

@@ -144,6 +144,11 @@ def _metric(claim: Claim, results: Results, metric: str, attribute: str | None) 
     return results.metric(metric, attribute, experiment=claim.experiment)
 
 
+def _orderings(opts: Options, picks: Picks) -> int:
+    """Within-seed orderings of a trend test: fewer inside a bootstrap resample."""
+    return opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
+
+
 def _resampler(results: Results):
     """The bootstrap's draw: teachers, and each teacher's students as a cluster (from the
     recorded teacher of each DS model); None when the records do not say."""
@@ -178,10 +183,10 @@ def _(test: AtLeast, claim: Claim, results: Results, opts: Options, picks: Picks
     if not chosen:
         return _na(f"no {test.metric} recorded")
     c = inf.one_sample(chosen[1], test.threshold)
-    return Measured(inf.verdict(c.p_less, c.p_greater), c.mean_b, c.p_less,
-                    f"{chosen[0]} {c.mean_b:.2f} (n = {c.n_b})",
+    held = inf.verdict(c.p_less, c.p_greater)
+    return Measured(held, c.mean_b, c.p_less, f"{chosen[0]} {c.mean_b:.2f} (n = {c.n_b})",
                     f"Δ = {c.difference:+.2f} [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}], "
-                    f"{_p_both(inf.verdict(c.p_less, c.p_greater), c.p_less, c.p_greater)}",
+                    f"{_p_both(held, c.p_less, c.p_greater)}",
                     f"one-sample t over {c.n_b} models, mean > {test.threshold:g}")
 
 
@@ -208,7 +213,7 @@ def _(test: Less, claim: Claim, results: Results, opts: Options, picks: Picks) -
     d = _digits(test.metric)
     ours = f"{name_a} {c.mean_a:.{d}f} vs {name_b} {c.mean_b:.{d}f}"
     if test.shown:
-        shown = results.metric(test.shown, test.attribute, experiment=claim.experiment)
+        shown = _metric(claim, results, test.shown, test.attribute)
         raw = shown and compare(shown, test.a, test.b)
         if raw:
             ours += f" (excess; raw {raw[0].mean_a:.{d}f} vs {raw[0].mean_b:.{d}f})"
@@ -240,8 +245,7 @@ def _(test: Trend, claim: Claim, results: Results, opts: Options, picks: Picks) 
         y = y[picks["seeds"]]
     if not _finite(y) or len(y) < 2:
         return _na(f"{test.metric} is undefined for a model")
-    n_perm = opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
-    t = inf.trend_test(y, temps, n_perm=n_perm, seed=opts.seed)
+    t = inf.trend_test(y, temps, n_perm=_orderings(opts, picks), seed=opts.seed)
     held = inf.verdict(*t.p_in(test.sign))
     if picks is not None:
         return Measured(held, t.slope.estimate, t.p_in(test.sign)[0])
@@ -249,11 +253,11 @@ def _(test: Trend, claim: Claim, results: Results, opts: Options, picks: Picks) 
     unit = f" {summary.unit}" if summary.unit else ""
     ours = f"{means[0]:.{d}f} (T={temps[0]:g}) → {means[-1]:.{d}f} (T={temps[-1]:g}){unit}"
     if test.shown:
-        raw = _ds_matrix(results.metric(test.shown, test.attribute, experiment=claim.experiment), test.window) \
-            if results.metric(test.shown, test.attribute, experiment=claim.experiment) else None
+        shown = _metric(claim, results, test.shown, test.attribute)
+        raw = shown and _ds_matrix(shown, test.window)
         if raw:
             ours += f" (excess; raw {raw[1].mean(0)[0]:.{d}f} → {raw[1].mean(0)[-1]:.{d}f})"
-    t1 = [p for p in summary.ds((1.0, 1.0))]
+    t1 = summary.ds((1.0, 1.0))
     if t1:
         ours += f"; T=1: {np.mean(t1[0].values):.{d}f}"
     sd = d + 1
@@ -276,10 +280,9 @@ def _(test: CountTrend, claim: Claim, results: Results, opts: Options, picks: Pi
         return _na("no per-class accuracies recorded for two temperatures in the window")
     students = None if picks is None else picks["seeds"]
     teachers = None if picks is None else picks["teachers"]
-    n_perm = opts.permutations if picks is None else BOOTSTRAP_PERMUTATIONS
     try:
-        counts, t = count_trend(record, temps, test.count, n_perm=n_perm, seed=opts.seed, students=students,
-                                teachers=teachers)
+        counts, t = count_trend(record, temps, test.count, n_perm=_orderings(opts, picks), seed=opts.seed,
+                                students=students, teachers=teachers)
     except ValueError as exc:  # e.g. a model with accuracy 0: the ratio is undefined
         return _na(str(exc))
     held = inf.verdict(*t.p_in(test.sign))
