@@ -34,7 +34,7 @@ from .class_bias import (NullCalibration, relabellings, class_bias_from_accuracy
                          per_class_accuracy)
 from .inference import TrendTest, count_trend_test
 from .results import ClassAccuracies, Population, PopulationClassAccuracy, SignificantCounts
-from .stats import welch_ttest
+from .stats import welch_significant
 
 if TYPE_CHECKING:
     from .grid import GridResult
@@ -83,9 +83,7 @@ def raw_counts(xa: np.ndarray, xb: np.ndarray, significance: float) -> np.ndarra
     """The paper's raw count (classes with Welch p < significance) of normalised accuracies
     ``[..., models, classes]`` — batched over leading axes (permutations); undefined tests do not
     count."""
-    p = welch_ttest(xa, xb)["p"]
-    with np.errstate(invalid="ignore"):
-        return np.sum(p < significance, axis=-1)
+    return np.sum(welch_significant(xa, xb, significance), axis=-1)
 
 
 def _models(p: PopulationClassAccuracy, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

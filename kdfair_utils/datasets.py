@@ -154,19 +154,40 @@ def dataset_summary(data: Dataset, attributes: tuple[str, ...] | list[str] = ())
 
 
 # ----------------------------------------------------------------------------- Trifeature
-def dataset_sha256(data: Dataset) -> str:
-    """sha256 over every array of every split (images, labels, attributes, twins' sources) and the class names:
-    what a cached model records as the data it was trained on."""
-    h = hashlib.sha256(json.dumps({"config": data.config, "classes": data.class_names}, sort_keys=True,
-                                  default=str).encode())
-    for name, split in {"train": data.train, **data.eval_splits()}.items():
-        arrays = {"images": split.images, "labels": split.labels,
-                  **{f"attr_{k}": v for k, v in split.attributes.items()},
-                  **({"source": split.source} if split.source is not None else {})}
-        for key in sorted(arrays):
-            arr = np.ascontiguousarray(arrays[key])
-            h.update(f"{name}/{key}:{arr.dtype.str}:{arr.shape}".encode())
-            h.update(arr.data)
+def training_config(name: str = "trifeature", label: str | None = None, **options: Any) -> dict[str, Any]:
+    """The part of :func:`dataset_config` that determines the training split: what a model's
+    cache key holds. Evaluation-only options (Trifeature's twins, and the size of a separate
+    evaluation split) are left out, so a model is not retrained when the evaluation data change."""
+    config = dataset_config(name, label, **options)
+    if name == "trifeature":
+        return {"name": "trifeature", "label": config["label"], **trifeature_spec(options).training_fields()}
+    return config
+
+
+def _hash_arrays(h: Any, name: str, arrays: dict[str, np.ndarray]) -> None:
+    for key in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[key])
+        h.update(f"{name}/{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.data)
+
+
+def train_sha256(data: Dataset) -> str:
+    """sha256 over what training sees (class names, training images and labels): what a cached
+    model records as the data it was trained on."""
+    h = hashlib.sha256(json.dumps({"classes": data.class_names}).encode())
+    _hash_arrays(h, "train", {"images": data.train.images, "labels": data.train.labels})
+    return h.hexdigest()
+
+
+def eval_sha256(data: Dataset) -> str:
+    """sha256 over every evaluation split (images, labels, attributes, twins' sources), the class
+    names and the attribute values: what cached evaluation logits record."""
+    h = hashlib.sha256(json.dumps({"classes": data.class_names, "attributes": data.attribute_values},
+                                  sort_keys=True).encode())
+    for name, split in data.eval_splits().items():
+        _hash_arrays(h, name, {"images": split.images, "labels": split.labels,
+                               **{f"attr_{k}": v for k, v in split.attributes.items()},
+                               **({"source": split.source} if split.source is not None else {})})
     return h.hexdigest()
 
 
@@ -194,8 +215,7 @@ def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.n
         if problem:
             print(f"regenerating the Trifeature data cache {path}: {problem}")
         remove_stale_tmp(path.parent, path.name)  # only this file's: other specs may be being written
-        params = tf.sample_params(spec)
-        train_idx, test_idx, source = tf.spec_split(params, spec)
+        params, train_idx, test_idx, source = tf.sample_splits(spec)
         test_params = {k: v[test_idx[source]] for k, v in params.items()}
         arrays = {
             "images": tf.render(params, spec),

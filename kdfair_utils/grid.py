@@ -1,16 +1,19 @@
 """The experiment grid: a teacher population, an NDS population and a DS population per T.
 
 Every model is cached on its own under ``<runs_dir>/models/<role>-<key>/``, where ``key`` hashes
-everything that determines it (data config, architecture, recipe, seed; for a DS also its
+everything that determines it (the training data's config,
+:func:`~kdfair_utils.datasets.training_config`; architecture, recipe, seed; for a DS also its
 teacher's key, T, α and the T² flag) and the numerics that change its floats on one machine
 (:func:`~kdfair_utils.train.numerics`: device type, precision, CPU thread count; and the
 training engine, :data:`ENGINES`). So a grid that is
 called again loads; an interrupted grid resumes; widening the temperature list trains only the
-new students; deleting one model's folder retrains only that model.
+new students; deleting one model's folder retrains only that model. The evaluation data are not
+in the key: each model's logits on the evaluation splits are cached apart
+(:mod:`kdfair_utils.evaluations`), so a larger evaluation set re-evaluates and retrains nothing.
 
 The cache checks itself. ``meta.json`` is written last and sealed with a checksum; it records
-the sha256 and size of every file of the folder, the logits' shapes and the sha256 of the data
-the model was trained on. :func:`run_grid` verifies every folder before using it, and retrains
+the sha256 and size of every file of the folder and the sha256 of the training data
+(:func:`~kdfair_utils.datasets.train_sha256`). :func:`run_grid` verifies every folder before using it, and retrains
 (saying which and why) a folder whose files are missing, truncated, altered, swapped with
 another model's, or trained on other data; where the runs folder is read-only it stops with an
 error naming the file instead. Any number of runners may share one cache: each model is
@@ -50,10 +53,10 @@ import numpy as np
 
 from .cache import (atomic_write, check_file, config_key, file_lock, file_record, load_json, load_npz,
                     remove_stale_tmp, save_json, save_npz, seal, sha256_bytes, unseal)
-from .class_bias import per_class_accuracy
 from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_int,
                      check_mapping, check_number, check_seeds, check_sequence, is_writable_dir)
-from .datasets import Dataset, dataset_config, dataset_sha256, load_dataset
+from .datasets import Dataset, dataset_config, eval_sha256, load_dataset, train_sha256, training_config
+from .evaluations import ensure_evaluated, eval_folder, evaluate_and_save, load_net
 from .distill import KDLoss, check_temperature
 from .models import MODELS, check_image_size
 from .paths import default_runs_dir
@@ -80,7 +83,7 @@ class GridConfig:
 
     dataset: str = "trifeature"
     label: str = "shape"
-    data_options: dict[str, Any] = field(default_factory=lambda: {"image_size": 32, "per_combination": 23,
+    data_options: dict[str, Any] = field(default_factory=lambda: {"image_size": 32, "per_combination": 3,
                                                                   "test_per_combination": 20,
                                                                   "twins_per_combination": 2})
     teacher: str = "resnet20"
@@ -194,11 +197,12 @@ def model_specs(cfg: GridConfig, data_config: dict[str, Any] | None = None, *, d
                 numerics_as: dict[str, Any] | None = None) -> list[ModelSpec]:
     """Teachers first (DS need them), then NDS, then DS by temperature and seed.
 
-    ``data_config`` defaults to :func:`~kdfair_utils.datasets.dataset_config` of the grid's data;
+    ``data_config`` defaults to :func:`~kdfair_utils.datasets.training_config` of the grid's data;
     ``device``, ``precision`` and ``engine`` decide the numerics part of the keys
     (``numerics_as``: another machine's :func:`~kdfair_utils.train.numerics`, instead of this one's).
     """
-    data_config = data_config if data_config is not None else dataset_config(cfg.dataset, cfg.label, **cfg.data_options)
+    data_config = (data_config if data_config is not None
+                   else training_config(cfg.dataset, cfg.label, **cfg.data_options))
     found = dict(numerics_as) if numerics_as is not None else numerics(device, precision)
 
     def common(arch: str) -> dict[str, Any]:
@@ -230,7 +234,10 @@ class GridResult:
 
     ``trained`` and ``loaded`` say which models this call trained and which it found cached;
     ``repaired`` maps the key of each model retrained because its cached folder failed
-    verification to the reason.
+    verification to the reason. ``evals`` holds each model's verified evaluation record
+    (:mod:`kdfair_utils.evaluations`: test accuracy, the logits file's sha256), by key;
+    ``evaluated`` maps the key of each cached model this call evaluated (its evaluation logits
+    were missing, damaged or of another evaluation set) to why (None: never evaluated on it).
     """
 
     config: GridConfig
@@ -241,16 +248,20 @@ class GridResult:
     trained: list[ModelSpec] = field(default_factory=list)
     loaded: list[ModelSpec] = field(default_factory=list)
     repaired: dict[str, str] = field(default_factory=dict)
+    evaluated: dict[str, str | None] = field(default_factory=dict)
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_dir: Path | None = None  # where the evaluation logits live
     _logits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _tables: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def _model_logits(self, spec: ModelSpec) -> dict[str, np.ndarray]:
         """All eval splits' logits of one model, read from disk once and checked against the
-        sha256 its ``meta.json`` records (``ValueError`` naming the file if it changed since)."""
+        sha256 its evaluation record holds (``ValueError`` naming the file if it changed since)."""
         if spec.key not in self._logits:
-            path = self.runs_dir / "models" / spec.dirname / "logits.npz"
+            assert self.eval_dir is not None, "a GridResult comes from run_grid"
+            path = self.eval_dir / f"{spec.dirname}.npz"
             try:
-                blob = check_file(path, self.meta[spec.key]["files"]["logits.npz"])
+                blob = check_file(path, self.evals[spec.key]["file"])
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
             self._logits[spec.key] = load_npz(blob)
@@ -409,14 +420,10 @@ def _twin_source(twins, n: int) -> np.ndarray:
     return np.arange(n) if twins.source is None else twins.source
 
 
-META_FORMAT = 2  # meta.json with file records, data sha256 and a checksum
+META_FORMAT = 3  # meta.json with file records, the training data's sha256 and a checksum
 
 
-def _expected_shapes(data: Dataset) -> dict[str, list[int]]:
-    return {name: [len(split), data.num_classes] for name, split in data.eval_splits().items()}
-
-
-def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str,
+def verify_model(folder: Path, spec: ModelSpec, data_sha256: str,
                  teacher_meta: dict | None = None) -> tuple[dict | None, str | None]:
     """``(meta, None)`` for a complete, intact model folder; ``(None, reason)`` otherwise
     (``reason`` is None when the folder was simply never finished). A DS is checked against its
@@ -441,12 +448,10 @@ def verify_model(folder: Path, spec: ModelSpec, data: Dataset, data_sha256: str,
         return None, "meta.json has an old format"
     if meta.get("spec") != dataclasses.asdict(spec):
         return None, "meta.json describes another model"
-    if meta.get("data_sha256") != data_sha256:
+    if meta.get("train_sha256") != data_sha256:
         return None, "it was trained on other data (the data cache changed)"
-    if meta.get("shapes") != _expected_shapes(data):
-        return None, f"its logits have shapes {meta.get('shapes')}, the data needs {_expected_shapes(data)}"
     files = meta.get("files")
-    required = {"model.pt", "logits.npz"} | ({"train_logits.npz"} if spec.role == "teacher" else set())
+    required = {"model.pt"} | ({"train_logits.npz"} if spec.role == "teacher" else set())
     if not isinstance(files, dict) or set(files) != required:
         return None, "meta.json lists other files than a model has"
     for name, record in files.items():
@@ -463,22 +468,16 @@ def _teacher_source(spec: ModelSpec, cfg: GridConfig, data: Dataset, teacher_fol
                     teacher_meta: dict, cache: dict[str, Any]) -> dict[str, Any]:
     """What a DS distils from: its teacher's training-set logits (without augmentation) or its
     teacher model, read once per teacher into ``cache`` (the verified bytes are the bytes used)."""
-    from .models import build_model, load_state_dict
-    from .train import with_normalization
-
     augmented = cfg.student_train.augment != "none"
     if spec.teacher_key not in cache:
-        name = "model.pt" if augmented else "train_logits.npz"
-        try:
-            blob = check_file(teacher_folder / name, teacher_meta["files"][name])
-        except ValueError as exc:
-            raise ValueError(f"{teacher_folder / name}: {exc}; run the grid again to retrain it") from None
         if augmented:
-            teacher = with_normalization(build_model(cfg.teacher, data.num_classes, in_channels=data.image_shape[0],
-                                                     image_size=data.image_shape[1]), data.train.images)
-            teacher.load_state_dict(load_state_dict(blob, teacher_folder / name))
-            cache[spec.teacher_key] = teacher
+            cache[spec.teacher_key] = load_net(cfg.teacher, teacher_folder, teacher_meta, data)
         else:
+            path = teacher_folder / "train_logits.npz"
+            try:
+                blob = check_file(path, teacher_meta["files"]["train_logits.npz"])
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
             cache[spec.teacher_key] = load_npz(blob)["train"]
     return {"teacher" if augmented else "teacher_logits": cache[spec.teacher_key]}
 
@@ -494,9 +493,11 @@ def _initial_model(spec: ModelSpec, data: Dataset, stats: tuple[np.ndarray, np.n
     return with_normalization(net, data.train.images, stats)
 
 
-def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sha256: str, folders: dict[str, Path],
-                 device: str, precision: str, engine: str, progress: bool, meta: dict[str, dict]) -> list[dict]:
-    """Train ``specs`` (one role, one architecture) and write each model's folder; returns their metas.
+def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: tuple[str, str],
+                 folders: dict[str, Path], evals_dir: Path, device: str, precision: str, engine: str, progress: bool,
+                 meta: dict[str, dict], evals: dict[str, dict]) -> list[dict]:
+    """Train ``specs`` (one role, one architecture), write each model's folder and evaluate it
+    (into ``evals``); returns their metas. ``shas``: the training and evaluation data's sha256.
     With the population engine (and a packable architecture) they train as one packed network."""
     from .population import Member, train_population
     from .train import train_model
@@ -531,9 +532,14 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, data_sh
                                  progress=progress, desc=spec.name, kd=kd, precision=precision, **source)
                      for spec, model, kd, source in zip(specs, models, kds, sources)]
     seconds = (time.perf_counter() - start) / len(specs)
-    return [_save_model(spec, model, history, seconds, len(specs), recipe, data, data_sha256, folders[spec.key],
-                        device, precision, meta.get(spec.teacher_key or ""))
-            for spec, model, history in zip(specs, models, histories)]
+    metas = []
+    for spec, model, history in zip(specs, models, histories):
+        found = _save_model(spec, model, history, seconds, len(specs), recipe, data, shas[0], folders[spec.key],
+                            device, precision, meta.get(spec.teacher_key or ""))
+        evals[spec.key] = evaluate_and_save(spec, model, found, data, shas[1], evals_dir, device=device,
+                                            precision=precision)
+        metas.append(found)
+    return metas
 
 
 def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: int, recipe: TrainConfig,
@@ -543,8 +549,6 @@ def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: in
 
     from .train import predict_logits
 
-    logits = {name: predict_logits(model, split.images, device=device, precision=precision)
-              for name, split in data.eval_splits().items()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.pt", lambda tmp: torch.save(state, tmp))
@@ -556,15 +560,10 @@ def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: in
     elif spec.role == "ds":
         assert teacher_meta is not None
         identity["teacher_content_sha256"] = teacher_meta["content_sha256"]
-    save_npz(folder / "logits.npz", **logits)
-    files = {f.name: file_record(f) for f in sorted(folder.iterdir())
-             if f.name in ("model.pt", "logits.npz", "train_logits.npz")}
-    class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
-    meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "data_sha256": data_sha256, "files": files,
-            "shapes": {name: list(v.shape) for name, v in logits.items()}, **identity,
-            "environment": environment(device), "population": chunk,
-            "train_seconds": seconds, "loss": history["loss"], "test_accuracy": float(overall[0]),
-            "test_class_accuracy": class_acc[0].tolist(), "device": str(device), "recipe": recipe.to_dict()}
+    files = {f.name: file_record(f) for f in sorted(folder.iterdir()) if f.name in ("model.pt", "train_logits.npz")}
+    meta = {"format": META_FORMAT, "spec": dataclasses.asdict(spec), "train_sha256": data_sha256, "files": files,
+            **identity, "environment": environment(device), "population": chunk,
+            "train_seconds": seconds, "loss": history["loss"], "device": str(device), "recipe": recipe.to_dict()}
     save_json(folder / "meta.json", seal(meta))
     return meta
 
@@ -629,13 +628,13 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(missing)} model(s) are not cached "
                          f"there (e.g. {missing[0].dirname})")
     data = load_dataset(cfg.dataset, cfg.label, data_dir=data_dir, **cfg.data_options)
-    data_sha = dataset_sha256(data)
+    data_sha, eval_sha = train_sha256(data), eval_sha256(data)
     folders = {s.key: models_dir / s.dirname for s in specs}
     meta: dict[str, dict[str, Any]] = {}
     loaded: list[ModelSpec] = []
     pending: list[ModelSpec] = []
     for spec in specs:  # verify every cached folder first (no lock needed to read); teachers come first
-        found, reason = verify_model(folders[spec.key], spec, data, data_sha, meta.get(spec.teacher_key or ""))
+        found, reason = verify_model(folders[spec.key], spec, data_sha, meta.get(spec.teacher_key or ""))
         if found is not None:
             meta[spec.key] = found
             loaded.append(spec)
@@ -651,6 +650,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                            f"(e.g. {pending[0].dirname}); run the workers again")
     trained: list[ModelSpec] = []
     repaired: dict[str, str] = {}
+    evals: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(pending), desc=f"grid {cfg.label}: loaded {len(loaded)}, training {len(pending)}",
                disable=not progress or not pending)
 
@@ -664,7 +664,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
             todo = []
             for spec in chunk:
                 folder = folders[spec.key]
-                found, reason = verify_model(folder, spec, data, data_sha, meta.get(spec.teacher_key or ""))
+                found, reason = verify_model(folder, spec, data_sha, meta.get(spec.teacher_key or ""))
                 if found is not None:
                     loaded.append(spec)
                     meta[spec.key] = found
@@ -677,7 +677,8 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                 todo.append(spec)
             if todo:
                 bar.set_postfix_str(f"{todo[0].name}" + (f" + {len(todo) - 1} more" if len(todo) > 1 else ""))
-                metas = _train_chunk(todo, cfg, data, data_sha, folders, dev, precision, engine, progress, meta)
+                metas = _train_chunk(todo, cfg, data, (data_sha, eval_sha), folders, eval_folder(runs, eval_sha), dev,
+                                     precision, engine, progress, meta, evals)
                 for spec, found in zip(todo, metas):
                     meta[spec.key] = found
                     trained.append(spec)
@@ -703,7 +704,13 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         print(f"grid {cfg.label}: {len(specs)} models — loaded {len(loaded)} from {models_dir}, "
               f"trained {len(trained)}")
         _note_environments(meta, dev)
-    result = GridResult(cfg, data, specs, runs, meta, trained=trained, loaded=loaded, repaired=repaired)
+    found_evals, evaluated = ensure_evaluated([s for s in specs if s.key not in evals], meta, data, eval_sha, runs,
+                                              device=dev, precision=precision, writable=writable, progress=progress)
+    evals.update(found_evals)
+    if progress and evaluated:
+        print(f"grid {cfg.label}: evaluated {len(evaluated)} cached model(s) on this evaluation set")
+    result = GridResult(cfg, data, specs, runs, meta, trained=trained, loaded=loaded, repaired=repaired,
+                        evaluated=evaluated, evals=evals, eval_dir=eval_folder(runs, eval_sha))
     grid_key = config_key({"grid": cfg.to_dict(), "data": data.config})
     summary_path = runs / "grids" / f"{cfg.label}-{grid_key}.json"
     if writable and (trained or not summary_path.exists()):

@@ -63,14 +63,9 @@ def population_stats(values: Any, *, confidence: float = 0.95) -> PopulationStat
     return PopulationStats(mean, std, n, mean - half, mean + half, confidence)
 
 
-def welch_ttest(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised two-sided Welch t-test along axis -2 (the models) of ``a`` ``[..., n_a, k]``
-    and ``b`` ``[..., n_b, k]``; leading axes (e.g. permutations) broadcast.
-
-    Returns t, df (Welch–Satterthwaite), p, the standard error ``se`` of the difference of
-    means, the 95 % interval half-width ``ci95`` and a ``status`` per column: ``ok``,
-    ``identical_constant`` (p = 1, t = 0) or ``constant_different`` (t = ±inf, p = NaN).
-    """
+def _welch_parts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(t, df, se2, same, different)`` of :func:`welch_ttest`; columns constant in both samples
+    get t = 0 (``same``) or ±inf (``different``) and df = NaN."""
     na, nb = a.shape[-2], b.shape[-2]
     ma, mb = a.mean(-2), b.mean(-2)
     va, vb = a.var(-2, ddof=1), b.var(-2, ddof=1)
@@ -78,19 +73,49 @@ def welch_ttest(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (ma - mb) / np.sqrt(se2)
         df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
-        p = 2 * sps.t.sf(np.abs(t), df)
     # exact constancy test (max == min): var() of identical floats can be ~1e-33 instead of 0
     constant = (np.ptp(a, axis=-2) == 0) & (np.ptp(b, axis=-2) == 0)
     first_a, first_b = a[..., 0, :], b[..., 0, :]
     same = constant & (first_a == first_b)
     different = constant & ~same
     t = np.where(same, 0.0, np.where(different, np.where(first_a > first_b, np.inf, -np.inf), t))
-    p = np.where(same, 1.0, np.where(different, np.nan, p))
-    df = np.where(constant, np.nan, df)
+    return t, np.where(constant, np.nan, df), se2, same, different
+
+
+def welch_ttest(a: np.ndarray, b: np.ndarray, *, interval: bool = True) -> dict[str, np.ndarray]:
+    """Vectorised two-sided Welch t-test along axis -2 (the models) of ``a`` ``[..., n_a, k]``
+    and ``b`` ``[..., n_b, k]``; leading axes (e.g. permutations) broadcast.
+
+    Returns t, df (Welch–Satterthwaite), p, the standard error ``se`` of the difference of
+    means, the 95 % interval half-width ``ci95`` (only with ``interval``) and a ``status`` per
+    column: ``ok``, ``identical_constant`` (p = 1, t = 0) or ``constant_different``
+    (t = ±inf, p = NaN).
+    """
+    t, df, se2, same, different = _welch_parts(a, b)
     with np.errstate(invalid="ignore"):
-        ci95 = np.where(constant, 0.0, sps.t.ppf(0.975, df) * np.sqrt(se2))
+        p = np.where(same, 1.0, np.where(different, np.nan, 2 * sps.t.sf(np.abs(t), df)))
     status = np.where(same, "identical_constant", np.where(different, "constant_different", "ok"))
-    return {"t": t, "df": df, "p": p, "se": np.sqrt(se2), "ci95": ci95, "status": status}
+    out = {"t": t, "df": df, "p": p, "se": np.sqrt(se2), "status": status}
+    if interval:
+        with np.errstate(invalid="ignore"):
+            out["ci95"] = np.where(same | different, 0.0, sps.t.ppf(0.975, df) * np.sqrt(se2))
+    return out
+
+
+def welch_significant(a: np.ndarray, b: np.ndarray, significance: float) -> np.ndarray:
+    """``welch_ttest(a, b)["p"] < significance``, exactly, for counting over thousands of
+    relabellings: the t tail is computed only where |t| lies between the normal quantile (below
+    it no df is significant) and the t quantile at df = min(n_a, n_b) - 1 (above it every
+    Welch df is: Welch's df is never smaller)."""
+    t, df, _, same, different = _welch_parts(a, b)
+    at = np.abs(np.where(same | different, 0.0, t))  # p = 1, or undefined: never counted
+    low = sps.norm.isf(significance / 2) * (1 - 1e-9)
+    high = sps.t.isf(significance / 2, min(a.shape[-2], b.shape[-2]) - 1) * (1 + 1e-9)
+    with np.errstate(invalid="ignore"):
+        out = at > high
+        middle = (at > low) & ~out
+        out[middle] = 2 * sps.t.sf(at[middle], df[middle]) < significance
+    return out
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:

@@ -13,14 +13,18 @@ Conventions (ours where the paper is silent, all parameters of :class:`Trifeatur
   ``colour * (0.35 + 0.65 * texture)``: "off" texture pixels are a darker tint of the colour,
   so the colour stays visible on every texture. Background grey (0.5, 0.5, 0.5).
 * Anti-aliasing: each image is rendered at ``supersample`` × the size and box-averaged.
-* Split: a seeded random permutation of all images (not held-out combinations); the paper's
-  teacher has DPD 3.64 % at 100 % accuracy, which needs finite-sample imbalance of this kind.
+* Split: test images are of the same combinations as training images (not held-out
+  combinations). Either a separate, stratified evaluation split rendered from its own random
+  stream (the quick profile: 20 images of every combination, so 200 per (shape, colour) cell),
+  or a seeded random share of one pool (the paper profile; the paper's teacher has DPD 3.64 % at
+  100 % accuracy, which needs finite-sample imbalance of this kind). See :class:`TrifeatureSpec`.
 * Counterfactual twins: the same geometry and texture phase with one attribute replaced
   (see :func:`render`), used for individual fairness.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,11 +53,20 @@ N_COMBINATIONS = len(SHAPES) * len(TEXTURES) * len(COLOR_NAMES)  # 1000
 class TrifeatureSpec:
     """Every parameter that determines the generated images (and so their cache key).
 
-    The test split is a seeded random ``test_fraction`` of all images, or, with
-    ``test_per_combination`` > 0, exactly that many images of every (shape, colour, texture)
-    combination (stratified; then leave ``test_fraction`` at its default). Counterfactual twins
-    are rendered for every test image, or, with ``twins_per_combination`` > 0, for that many
-    test images of every combination (their split's ``source`` says which).
+    Two ways to get a test split:
+
+    * ``test_per_combination`` > 0 (the quick profile): ``per_combination`` training images of
+      every (shape, colour, texture) combination, and a *separate* evaluation split of
+      ``test_per_combination`` images of every combination, drawn from its own random stream
+      (``[seed, EVAL_STREAM]``). The training images do not depend on the evaluation options, so
+      a model's cache key leaves them out (:meth:`training_fields`) and growing the evaluation
+      split retrains nothing. Leave ``test_fraction`` at its default.
+    * otherwise: ``per_combination`` images of every combination, of which a seeded random
+      ``test_fraction`` is the test split (the training images depend on ``test_fraction``).
+
+    Counterfactual twins are rendered for every test image, or, with ``twins_per_combination`` > 0,
+    for that many test images of every combination (their split's ``source`` says which); they
+    are evaluation data in both modes.
     """
 
     image_size: int = 32
@@ -78,11 +91,7 @@ class TrifeatureSpec:
         check_number(self.shape_scale, f"{prefix}shape_scale", minimum=0.1, maximum=1)
         check_number(self.texture_period, f"{prefix}texture_period", minimum=0, maximum=1, min_inclusive=False)
         check_int(self.supersample, f"{prefix}supersample", minimum=1, maximum=8)
-        check_int(self.test_per_combination, f"{prefix}test_per_combination", minimum=0)
-        if self.test_per_combination >= self.per_combination:
-            raise ValueError(f"{prefix}test_per_combination ({self.test_per_combination}) must be less than "
-                             f"{prefix}per_combination ({self.per_combination}): set both (0 = a random "
-                             f"{prefix}test_fraction split)")
+        check_int(self.test_per_combination, f"{prefix}test_per_combination", minimum=0, maximum=1000)
         check_int(self.twins_per_combination, f"{prefix}twins_per_combination", minimum=0,
                   maximum=self.test_per_combination or self.per_combination)
         if self.test_per_combination and self.test_fraction != TrifeatureSpec.test_fraction:
@@ -95,6 +104,16 @@ class TrifeatureSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def training_fields(self) -> dict:
+        """The fields that determine the training images: all but the evaluation options
+        (``twins_per_combination``; with a separate evaluation split, its size as well)."""
+        fields = self.to_dict()
+        del fields["twins_per_combination"]
+        if self.test_per_combination:
+            del fields["test_per_combination"], fields["test_fraction"]
+            fields["evaluation"] = "separate"
+        return fields
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -186,11 +205,16 @@ def _texture(name: str, u: np.ndarray, v: np.ndarray, noise: np.ndarray | None) 
 
 
 # ----------------------------------------------------------------------------- sampling
-def sample_params(spec: TrifeatureSpec) -> dict[str, np.ndarray]:
-    """Per-image factors and nuisance parameters, ``per_combination`` images per combination."""
+EVAL_STREAM = 4  # the separate evaluation split's random stream, [seed, EVAL_STREAM]
+
+
+def sample_params(spec: TrifeatureSpec, per_combination: int | None = None,
+                  stream: int | None = None) -> dict[str, np.ndarray]:
+    """Per-image factors and nuisance parameters, ``per_combination`` (default: the spec's)
+    images per combination, drawn from the random stream ``seed`` (or ``[seed, stream]``)."""
     spec.validate()
-    rng = np.random.default_rng(spec.seed)
-    combos = np.arange(1000).repeat(spec.per_combination)
+    rng = np.random.default_rng(spec.seed if stream is None else [spec.seed, stream])
+    combos = np.arange(1000).repeat(spec.per_combination if per_combination is None else per_combination)
     n = combos.size
     half = 1.0 - spec.shape_scale
     return {
@@ -207,63 +231,74 @@ def sample_params(spec: TrifeatureSpec) -> dict[str, np.ndarray]:
     }
 
 
-def render(params: dict[str, np.ndarray], spec: TrifeatureSpec, *, chunk: int = 2048) -> np.ndarray:
+def render(params: dict[str, np.ndarray], spec: TrifeatureSpec, *, chunk: int = 1024,
+           threads: int | None = None) -> np.ndarray:
     """Render images from per-image parameters; returns uint8 ``[N, 3, H, W]``.
 
     To make a counterfactual twin, copy ``params`` and replace ``"color"`` or ``"texture"``:
-    geometry, texture phase and noise stay identical.
+    geometry, texture phase and noise stay identical. Chunks of ``chunk`` images render on
+    ``threads`` threads (default: the usable cores, at most 4; numpy releases the GIL); every
+    image depends only on its own parameters, so the result does not depend on either.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     spec.validate()
     n = len(params["shape"])
+    out = np.empty((n, 3, spec.image_size, spec.image_size), dtype=np.uint8)
+    if threads is None:
+        threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    starts = range(0, n, chunk)
+    with ThreadPoolExecutor(max(1, min(threads, len(starts)))) as pool:
+        list(pool.map(lambda start: _render_chunk(params, spec, slice(start, min(n, start + chunk)), out), starts))
+    return out
+
+
+def _render_chunk(params: dict[str, np.ndarray], spec: TrifeatureSpec, sl: slice, out: np.ndarray) -> None:
+    """Render the images ``sl`` of ``params`` into ``out[sl]``."""
     size, ss = spec.image_size, spec.supersample
     big = size * ss
     grid = (np.arange(big) + 0.5) / big * 2 - 1
     gx, gy = np.meshgrid(grid, -grid)  # y up
     palette = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float32)
-    out = np.empty((n, 3, size, size), dtype=np.uint8)
     noise_cells = 8  # noise texture: 8x8 cells per period
-
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        p = {k: np.asarray(v)[sl] for k, v in params.items()}
-        m = len(p["shape"])
-        # shape coordinates: undo translation, rotation and scale
-        x = gx[None] - p["cx"][:, None, None]
-        y = gy[None] - p["cy"][:, None, None]
-        ca, sa = np.cos(p["angle"])[:, None, None], np.sin(p["angle"])[:, None, None]
-        xs = (ca * x + sa * y) / spec.shape_scale
-        ys = (-sa * x + ca * y) / spec.shape_scale
-        mask = np.zeros((m, big, big), dtype=bool)
-        for s_idx, s_name in enumerate(SHAPES):
-            sel = np.flatnonzero(p["shape"] == s_idx)
-            if sel.size:
-                mask[sel] = _inside(s_name, xs[sel], ys[sel])
-        # texture coordinates, in periods
-        ct, st = np.cos(p["tex_angle"])[:, None, None], np.sin(p["tex_angle"])[:, None, None]
-        period = 2 * spec.texture_period
-        u = (ct * gx[None] + st * gy[None]) / period + p["tex_du"][:, None, None]
-        v = (-st * gx[None] + ct * gy[None]) / period + p["tex_dv"][:, None, None]
-        tex = np.zeros((m, big, big), dtype=bool)
-        for t_idx, t_name in enumerate(TEXTURES):
-            sel = np.flatnonzero(p["texture"] == t_idx)
-            if not sel.size:
-                continue
-            noise = None
-            if t_name == "noise":
-                cells = np.stack([
-                    np.random.default_rng(int(sd)).random((64, 64)) < 0.5 for sd in p["noise_seed"][sel]
-                ])
-                iu = np.mod(np.floor(u[sel] * noise_cells), 64).astype(np.int64)
-                iv = np.mod(np.floor(v[sel] * noise_cells), 64).astype(np.int64)
-                noise = np.take_along_axis(cells.reshape(sel.size, -1), (iv * 64 + iu).reshape(sel.size, -1),
-                                           axis=1).reshape(iu.shape)
-            tex[sel] = _texture(t_name, u[sel], v[sel], noise)
-        shade = np.where(tex, 1.0, 0.35).astype(np.float32)
-        color = palette[p["color"]][:, :, None, None]  # [m, 3, 1, 1]
-        img = np.where(mask[:, None], color * shade[:, None], np.float32(BACKGROUND))
-        img = img.reshape(m, 3, size, ss, size, ss).mean(axis=(3, 5))
-        out[sl] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
-    return out
+    p = {k: np.asarray(v)[sl] for k, v in params.items()}
+    m = len(p["shape"])
+    # shape coordinates: undo translation, rotation and scale
+    x = gx[None] - p["cx"][:, None, None]
+    y = gy[None] - p["cy"][:, None, None]
+    ca, sa = np.cos(p["angle"])[:, None, None], np.sin(p["angle"])[:, None, None]
+    xs = (ca * x + sa * y) / spec.shape_scale
+    ys = (-sa * x + ca * y) / spec.shape_scale
+    mask = np.zeros((m, big, big), dtype=bool)
+    for s_idx, s_name in enumerate(SHAPES):
+        sel = np.flatnonzero(p["shape"] == s_idx)
+        if sel.size:
+            mask[sel] = _inside(s_name, xs[sel], ys[sel])
+    # texture coordinates, in periods
+    ct, st = np.cos(p["tex_angle"])[:, None, None], np.sin(p["tex_angle"])[:, None, None]
+    period = 2 * spec.texture_period
+    u = (ct * gx[None] + st * gy[None]) / period + p["tex_du"][:, None, None]
+    v = (-st * gx[None] + ct * gy[None]) / period + p["tex_dv"][:, None, None]
+    tex = np.zeros((m, big, big), dtype=bool)
+    for t_idx, t_name in enumerate(TEXTURES):
+        sel = np.flatnonzero(p["texture"] == t_idx)
+        if not sel.size:
+            continue
+        noise = None
+        if t_name == "noise":
+            cells = np.stack([
+                np.random.default_rng(int(sd)).random((64, 64)) < 0.5 for sd in p["noise_seed"][sel]
+            ])
+            iu = np.mod(np.floor(u[sel] * noise_cells), 64).astype(np.int64)
+            iv = np.mod(np.floor(v[sel] * noise_cells), 64).astype(np.int64)
+            noise = np.take_along_axis(cells.reshape(sel.size, -1), (iv * 64 + iu).reshape(sel.size, -1),
+                                       axis=1).reshape(iu.shape)
+        tex[sel] = _texture(t_name, u[sel], v[sel], noise)
+    shade = np.where(tex, 1.0, 0.35).astype(np.float32)
+    color = palette[p["color"]][:, :, None, None]  # [m, 3, 1, 1]
+    img = np.where(mask[:, None], color * shade[:, None], np.float32(BACKGROUND))
+    img = img.reshape(m, 3, size, ss, size, ss).mean(axis=(3, 5))
+    out[sl] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,20 +315,23 @@ def stratified_indices(combos: np.ndarray, per_group: int, seed: int, stream: in
     return np.sort(np.concatenate(chosen))
 
 
-def spec_split(params: dict[str, np.ndarray], spec: TrifeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(train_idx, test_idx, twin_source)`` of the spec: twin_source indexes the test split."""
+def sample_splits(spec: TrifeatureSpec) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """``(params, train_idx, test_idx, twin_source)`` of the spec (see :class:`TrifeatureSpec`):
+    the parameters of every image to render, which rows are training and test images, and which
+    test images (indices into the test split) get counterfactual twins."""
+    params = sample_params(spec)
     n = len(params["shape"])
-    combos = combination_ids(params)
     if spec.test_per_combination:
-        test_idx = stratified_indices(combos, spec.test_per_combination, spec.seed, 1)
-        train_idx = np.setdiff1d(np.arange(n), test_idx)
+        test = sample_params(spec, spec.test_per_combination, stream=EVAL_STREAM)
+        params = {k: np.concatenate([v, test[k]]) for k, v in params.items()}
+        train_idx, test_idx = np.arange(n), n + np.arange(len(test["shape"]))
     else:
         train_idx, test_idx = split_indices(n, spec.test_fraction, spec.seed)
     if spec.twins_per_combination:
-        source = stratified_indices(combos[test_idx], spec.twins_per_combination, spec.seed, 3)
+        source = stratified_indices(combination_ids(params)[test_idx], spec.twins_per_combination, spec.seed, 3)
     else:
         source = np.arange(len(test_idx))
-    return train_idx, test_idx, source
+    return params, train_idx, test_idx, source
 
 
 def combination_ids(params: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The cache checks itself, shares safely and never runs code from a file.
 
 Each corruption of a cached model folder (truncated, bit-flipped, deleted, swapped, edited) is
-detected and the model retrained to the same result; a read-only cache reports the file
+detected and the model retrained to the same result; each corruption of cached evaluation
+logits is detected and the model re-evaluated (not retrained); a read-only cache reports the file
 instead; two runners on one cache train each model once; poisoned checkpoints and CIFAR
 pickles do not execute.
 """
@@ -55,6 +56,11 @@ def folder(runs: Path, spec) -> Path:
     return runs / "models" / spec.dirname
 
 
+def eval_file(runs: Path, spec, pristine, suffix: str = "npz") -> Path:
+    """The cached evaluation logits (``npz``) or their record (``json``) of ``spec`` in ``runs``."""
+    return runs / "evals" / pristine[1].eval_dir.name / f"{spec.dirname}.{suffix}"
+
+
 def truncate(path: Path) -> None:
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
@@ -68,15 +74,12 @@ def flip_bit(path: Path) -> None:
 
 def edit_meta(path: Path) -> None:
     meta = json.loads(path.read_text())
-    meta["test_accuracy"] = 1.0  # a plausible value, not the one the model has
+    meta["train_seconds"] = 1.0  # a plausible value, not the one the model took
     path.write_text(json.dumps(meta))
 
 
 CORRUPTIONS = {
-    "truncated logits": (lambda f: truncate(f / "logits.npz"), "logits.npz has .* bytes"),
-    "bit-flipped logits": (lambda f: flip_bit(f / "logits.npz"), "logits.npz does not match its sha256"),
     "bit-flipped weights": (lambda f: flip_bit(f / "model.pt"), "model.pt does not match its sha256"),
-    "deleted logits": (lambda f: (f / "logits.npz").unlink(), "logits.npz is missing"),
     "deleted weights": (lambda f: (f / "model.pt").unlink(), "model.pt is missing"),
     "truncated meta.json": (lambda f: truncate(f / "meta.json"), "meta.json is unreadable"),
     "deleted meta.json": (lambda f: (f / "meta.json").unlink(), r"meta.json is missing \(training was interrupted"),
@@ -90,13 +93,47 @@ def test_a_corrupted_model_folder_is_detected_and_retrained(name, pristine, tmp_
     damage, reason = CORRUPTIONS[name]
     victim = [s for s in pristine[1].specs if s.role == "ds"][1]
     damage(folder(runs, victim))
-    (folder(runs, victim) / ".logits.npz.x1y2.tmp").write_bytes(b"half-written")  # a killed writer's leftover
+    (folder(runs, victim) / ".model.pt.x1y2.tmp").write_bytes(b"half-written")  # a killed writer's leftover
     result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
     assert [s.key for s in result.trained] == [victim.key]
     assert set(result.repaired) == {victim.key}
     assert re.search(reason, result.repaired[victim.key])
     assert not list(folder(runs, victim).glob(".*.tmp"))
     assert np.array_equal(result.logits(victim.population)[1], pristine[2][victim.key])  # same model again
+
+
+def edit_record(path: Path) -> None:
+    record = json.loads(path.read_text())
+    record["test_accuracy"] = 1.0  # a plausible value, not the one the model has
+    path.write_text(json.dumps(record))
+
+
+EVAL_CORRUPTIONS = {
+    "truncated logits": (truncate, "npz", r"\.npz has .* bytes"),
+    "bit-flipped logits": (flip_bit, "npz", r"\.npz does not match its sha256"),
+    "deleted logits": (lambda f: f.unlink(), "npz", r"\.npz is missing"),
+    "edited record": (edit_record, "json", r"\.json is unreadable or does not match its checksum"),
+    "deleted record": (lambda f: f.unlink(), "json", None),
+}
+
+
+@pytest.mark.parametrize("name", EVAL_CORRUPTIONS)
+def test_corrupted_evaluation_logits_are_recomputed_without_retraining(name, pristine, tmp_path, data_dir):
+    runs = fresh_copy(pristine, tmp_path)
+    damage, suffix, reason = EVAL_CORRUPTIONS[name]
+    victim = [s for s in pristine[1].specs if s.role == "ds"][1]
+    damage(eval_file(runs, victim, pristine, suffix))
+    tmp = eval_file(runs, victim, pristine).parent / f".{victim.dirname}.npz.x1y2.tmp"
+    tmp.write_bytes(b"half-written")  # a killed writer's leftover
+    result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
+    assert result.trained == [] and len(result.loaded) == len(result.specs)
+    assert list(result.evaluated) == [victim.key]
+    if reason is None:
+        assert result.evaluated[victim.key] is None
+    else:
+        assert re.search(reason, result.evaluated[victim.key])
+    assert not tmp.exists()
+    assert np.array_equal(result.logits(victim.population)[1], pristine[2][victim.key])  # the same floats
 
 
 def test_a_deleted_teacher_file_is_retrained_before_its_students_need_it(pristine, tmp_path, data_dir):
@@ -112,19 +149,19 @@ def test_a_deleted_teacher_file_is_retrained_before_its_students_need_it(pristin
 def test_swapped_logits_of_two_models_are_both_detected(pristine, tmp_path, data_dir):
     runs = fresh_copy(pristine, tmp_path)
     a, b = [s for s in pristine[1].specs if s.role == "nds"]
-    fa, fb = folder(runs, a) / "logits.npz", folder(runs, b) / "logits.npz"
+    fa, fb = eval_file(runs, a, pristine), eval_file(runs, b, pristine)
     blob = fa.read_bytes()
     fa.write_bytes(fb.read_bytes())
     fb.write_bytes(blob)
     result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
-    assert set(result.repaired) == {a.key, b.key}
+    assert set(result.evaluated) == {a.key, b.key} and result.trained == []
     assert np.array_equal(result.logits(Population.nds()), np.stack([pristine[2][a.key], pristine[2][b.key]]))
 
 
 def test_a_meta_json_copied_from_another_model_is_detected(pristine, tmp_path, data_dir):
     runs = fresh_copy(pristine, tmp_path)
     a, b = [s for s in pristine[1].specs if s.role == "nds"]
-    for name in ("meta.json", "model.pt", "logits.npz"):  # a whole folder's content under another name
+    for name in ("meta.json", "model.pt"):  # a whole folder's content under another name
         shutil.copy(folder(runs, a) / name, folder(runs, b) / name)
     result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
     assert result.repaired == {b.key: "meta.json describes another model"}
@@ -134,8 +171,8 @@ def test_a_file_changed_after_verification_is_refused_when_read(pristine, tmp_pa
     runs = fresh_copy(pristine, tmp_path)
     result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
     nds = result.models(Population.nds())[0]
-    flip_bit(folder(runs, nds) / "logits.npz")
-    with pytest.raises(ValueError, match=rf"{nds.dirname}/logits.npz: logits.npz does not match its sha256"):
+    flip_bit(eval_file(runs, nds, pristine))
+    with pytest.raises(ValueError, match=rf"{nds.dirname}.npz: {nds.dirname}.npz does not match its sha256"):
         result.logits(Population.nds())
 
 
@@ -144,7 +181,7 @@ def test_models_trained_on_other_data_are_retrained(pristine, tmp_path, data_dir
     nds = [s for s in pristine[1].specs if s.role == "nds"][0]
     meta_path = folder(runs, nds) / "meta.json"
     meta = unseal(load_json(meta_path))
-    save_json(meta_path, seal({**meta, "data_sha256": "0" * 64}))  # as if trained on other data
+    save_json(meta_path, seal({**meta, "train_sha256": "0" * 64}))  # as if trained on other data
     result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
     assert result.repaired == {nds.key: "it was trained on other data (the data cache changed)"}
 
@@ -230,16 +267,21 @@ def test_a_complete_read_only_cache_loads_and_an_incomplete_one_fails_before_tra
         assert len(result.loaded) == 5 and not result.trained
         with pytest.raises(ValueError, match=r"runs_dir .* is not writable and 2 model\(s\) are not cached there"):
             run_grid(CFG.replace(temperatures=[2, 4]), runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
-        flip_bit_as_owner = runs / "models" / result.specs[1].dirname / "logits.npz"
-        os.chmod(flip_bit_as_owner, 0o644)
-        flip_bit(flip_bit_as_owner)
-        os.chmod(flip_bit_as_owner, 0o444)
-        with pytest.raises(ValueError, match=rf"{result.specs[1].dirname}: logits.npz does not match its sha256 "
-                                             r"\(corrupted or replaced\), "
-                                             "and runs_dir .* is not writable to retrain it"):
-            run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
+        for flip_bit_as_owner, reason in ((eval_file(runs, result.specs[1], pristine), "re-evaluate"),
+                                          (folder(runs, result.specs[1]) / "model.pt", "retrain")):
+            os.chmod(flip_bit_as_owner, 0o644)
+            flip_bit(flip_bit_as_owner)
+            os.chmod(flip_bit_as_owner, 0o444)
+            name = flip_bit_as_owner.name
+            with pytest.raises(ValueError, match=rf"{result.specs[1].dirname}.*: {name} does not match its sha256 "
+                                                 rf"\(corrupted or replaced\), and runs_dir .* is not writable"):
+                run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
+            flip_bit_as_owner.chmod(0o644)
+            flip_bit(flip_bit_as_owner)  # back as it was
+            flip_bit_as_owner.chmod(0o444)
         assert sorted(runs.rglob("*")) == sorted(paths[1:])  # nothing written
-        assert all(p.stat().st_mtime_ns == before[p] for p in paths if p != flip_bit_as_owner)
+        flipped = {eval_file(runs, result.specs[1], pristine), folder(runs, result.specs[1]) / "model.pt"}
+        assert all(p.stat().st_mtime_ns == before[p] for p in paths if p not in flipped)
     finally:
         for path in [runs, *runs.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -271,12 +313,13 @@ def test_two_concurrent_runners_train_each_model_once(tmp_path, data_dir):
     assert sorted(trained[0] + trained[1]) == sorted(every)  # each model trained exactly once
     assert not set(trained[0]) & set(trained[1])
     print(f"runner 1 trained {len(trained[0])}, runner 2 trained {len(trained[1])}")
-    for key_dir in (shared / "models").iterdir():  # and bit for bit what one runner trains
+    evals = sorted(f.relative_to(shared) for f in (shared / "evals").rglob("*.npz"))
+    assert len(evals) == 11 and evals == sorted(f.relative_to(alone) for f in (alone / "evals").rglob("*.npz"))
+    for rel in evals + [f.relative_to(shared) for f in (shared / "models").rglob("train_logits.npz")]:
+        a, b = load_npz(shared / rel), load_npz(alone / rel)  # bit for bit what one runner computes
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    for key_dir in (shared / "models").iterdir():
         other = alone / "models" / key_dir.name
-        for name in ("logits.npz", "train_logits.npz"):
-            if (key_dir / name).exists():
-                a, b = load_npz(key_dir / name), load_npz(other / name)
-                assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
         a, b = load_state_dict(key_dir / "model.pt"), load_state_dict(other / "model.pt")
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 

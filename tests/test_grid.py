@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -26,11 +28,11 @@ def test_tiny_grid_caches_resumes_and_is_deterministic(tmp_path, data_dir, capsy
     assert first.logits(DS(2.0)).shape == (2, 200, 10)
     assert first.predictions(TEACHER, split="test_cf_color").shape == (1, 200)
     teacher = first.models(TEACHER)[0]
-    meta = first.meta[teacher.key]
+    record = first.evals[teacher.key]
     preds = first.predictions(TEACHER)[0]
     y = first.dataset.test.labels
-    assert meta["test_accuracy"] == pytest.approx((preds == y).mean())
-    assert meta["test_class_accuracy"][3] == pytest.approx((preds[y == 3] == 3).mean())
+    assert record["test_accuracy"] == pytest.approx((preds == y).mean())
+    assert record["test_class_accuracy"][3] == pytest.approx((preds[y == 3] == 3).mean())
 
     second = run_grid(tiny(), runs_dir=runs, data_dir=data_dir, progress=True)
     assert second.trained == [] and len(second.loaded) == 7
@@ -141,6 +143,30 @@ def test_grid_replace_reaches_into_recipes_and_options():
         tiny(epochs=3)
     with pytest.raises(ValueError, match="unknown field student_train.epoch; known: student_train.epochs"):
         tiny(**{"student_train.epoch": 3})
+
+
+def test_a_larger_evaluation_set_retrains_nothing(tmp_path, data_dir):
+    """Issue 10: the evaluation data are not in a model's key. Growing the separate evaluation
+    split (or its twins) re-evaluates the cached models from their weights and trains none; the
+    logits computed from saved weights equal those computed right after training."""
+    small = tiny(seeds=(0,), temperatures=(2.0,), **{"data_options.test_per_combination": 1,
+                                                     "data_options.twins_per_combination": 1})
+    runs = tmp_path / "runs"
+    first = run_grid(small, runs_dir=runs, data_dir=data_dir, progress=False)
+    assert len(first.trained) == 3 and first.evaluated == {} and len(first.dataset.train) == 1000
+    larger = small.replace(**{"data_options.test_per_combination": 2, "data_options.twins_per_combination": 2})
+    second = run_grid(larger, runs_dir=runs, data_dir=data_dir, progress=False)
+    assert second.trained == [] and {s.key for s in second.loaded} == {s.key for s in first.specs}
+    assert set(second.evaluated) == {s.key for s in first.specs} and set(second.evaluated.values()) == {None}
+    assert len(second.dataset.test) == 2000 and len(first.dataset.test) == 1000
+    assert np.array_equal(second.dataset.train.images, first.dataset.train.images)
+    assert second.eval_dir != first.eval_dir
+    shutil.rmtree(first.eval_dir)  # evaluate the first set again, from the saved weights
+    again = run_grid(small, runs_dir=runs, data_dir=data_dir, progress=False)
+    assert again.trained == [] and len(again.evaluated) == 3
+    for pop in first.populations():
+        for split in first.dataset.eval_splits():
+            assert np.array_equal(again.logits(pop, split), first.logits(pop, split))
 
 
 def test_table_pairs_a_twin_subset_with_its_sources(tmp_path, data_dir):

@@ -41,6 +41,30 @@ def test_welch_equals_scipy():
     assert np.allclose(ours["t"], ref.statistic, rtol=1e-12, atol=0)
     assert np.allclose(ours["p"], ref.pvalue, rtol=1e-10, atol=1e-15)
     assert (ours["status"] == "ok").all()
+    ci = ref.confidence_interval(0.95)  # of mean(a) - mean(b): a half-width around it
+    np.testing.assert_allclose(ours["ci95"], (ci.high - ci.low) / 2, rtol=1e-10)
+    fast = st.welch_ttest(a, b, interval=False)
+    assert "ci95" not in fast and np.array_equal(fast["p"], ours["p"]) and np.array_equal(fast["t"], ours["t"])
+
+
+@pytest.mark.parametrize("na,nb,significance", [(5, 5, 0.05), (2, 7, 0.05), (3, 4, 0.01), (10, 12, 0.2)])
+def test_welch_significant_is_exactly_p_below_the_level(na, nb, significance):
+    """The counting shortcut decides exactly as ``p < significance`` does, for t near the
+    bounds, constant columns (equal or different) and NaN."""
+    rng = np.random.default_rng(na * 100 + nb)
+    a = rng.normal(0, 1, (200, na, 50))
+    b = rng.normal(0, 1, (200, nb, 50)) + rng.uniform(-2, 2, (200, 1, 50))
+    a[:3, :, :4], b[:3, :, :4] = 0.5, 0.5            # identical constants: p = 1
+    a[3:6, :, :4], b[3:6, :, :4] = 0.5, 0.7          # different constants: p undefined
+    a[6, 0, 7] = np.nan
+    p = st.welch_ttest(a, b)["p"]
+    with np.errstate(invalid="ignore"):
+        want = p < significance
+    got = st.welch_significant(a, b, significance)
+    assert np.array_equal(got, want)
+    assert 0 < want.sum() < want.size  # both outcomes occur
+    t = np.abs(st.welch_ttest(a, b)["t"])
+    assert ((t > sps.norm.isf(significance / 2)) & (t < sps.t.isf(significance / 2, min(na, nb) - 1))).any()
 
 
 def test_corrections_equal_references():

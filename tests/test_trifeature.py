@@ -16,6 +16,9 @@ def test_render_is_deterministic_and_seed_dependent():
     assert a.dtype == np.uint8 and a.shape == (1000, 3, 16, 16)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+    params = tf.sample_params(small_spec())  # chunking and threads change nothing
+    assert np.array_equal(tf.render(params, small_spec(), chunk=97, threads=3), a)
+    assert np.array_equal(tf.render(params, small_spec(), chunk=5000, threads=1), a)
 
 
 def test_factors_are_balanced():
@@ -97,12 +100,20 @@ def test_unknown_dataset_lists_known():
 
 
 def test_stratified_split_and_twin_subset(data_dir):
-    ds = load_trifeature("shape", data_dir=data_dir, image_size=16, per_combination=3, test_per_combination=2,
+    ds = load_trifeature("shape", data_dir=data_dir, image_size=16, per_combination=1, test_per_combination=2,
                          twins_per_combination=1)
     combo = lambda split: tf.combination_ids(split.attributes)  # noqa: E731
     assert len(ds.test) == 2000 and len(ds.train) == 1000
     assert (np.bincount(combo(ds.test), minlength=1000) == 2).all()
     assert (np.bincount(combo(ds.train), minlength=1000) == 1).all()
+    # the training images do not depend on the evaluation options: rendered from their own stream
+    other = load_trifeature("shape", data_dir=data_dir, image_size=16, per_combination=1, test_per_combination=3)
+    assert np.array_equal(other.train.images, ds.train.images) and len(other.test) == 3000
+    assert not np.array_equal(other.test.images[::3][:50], ds.test.images[::2][:50])  # its own draws
+    assert (tf.TrifeatureSpec(per_combination=1, test_per_combination=2).training_fields()
+            == tf.TrifeatureSpec(per_combination=1, test_per_combination=3, twins_per_combination=1).training_fields())
+    assert (tf.TrifeatureSpec(per_combination=2).training_fields()
+            != tf.TrifeatureSpec(per_combination=2, test_fraction=0.5).training_fields())  # a carved split
     for attr, other in (("color", "texture"), ("texture", "color")):
         twins = ds.extra[f"test_cf_{attr}"]
         src = twins.source
@@ -116,7 +127,7 @@ def test_stratified_split_and_twin_subset(data_dir):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"per_combination": 3, "test_per_combination": 3}, r"test_per_combination \(3\) must be less than"),
+    ({"per_combination": 3, "test_per_combination": -1}, r"test_per_combination must be >= 0"),
     ({"per_combination": 3, "test_per_combination": 2, "twins_per_combination": 3}, "twins_per_combination must be <= 2"),
     ({"per_combination": 3, "test_per_combination": 2, "test_fraction": 0.5}, "not both"),
 ])
@@ -146,8 +157,7 @@ def test_quick_profile_evaluation_split_has_200_per_cell_and_100_per_class():
     for experiment in ("main", "class_bias"):
         cfg = profile.experiment(experiment)
         spec = trifeature_spec(cfg.data_options)
-        params = tf.sample_params(spec)
-        _, test_idx, twin_source = tf.spec_split(params, spec)
+        params, _, test_idx, twin_source = tf.sample_splits(spec)
         shape = params["shape"][test_idx]
         for attribute in ("color", "texture"):
             cells = np.bincount(shape * 10 + params[attribute][test_idx], minlength=100)

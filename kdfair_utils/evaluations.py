@@ -1,0 +1,147 @@
+"""Evaluation logits of cached models, cached apart from the models.
+
+A model's cache key holds only what determines its training
+(:func:`~kdfair_utils.datasets.training_config`), so the evaluation data can grow without
+retraining anything: inference is cheap, training is not. A model's logits on every evaluation
+split of one evaluation set live in ``<runs_dir>/evals/<eval key>/<role>-<key>.npz``, where the
+eval key is the first 16 hex digits of :func:`~kdfair_utils.datasets.eval_sha256`. Beside it,
+``<role>-<key>.json`` (sealed with a checksum) records the npz file's sha256 and size, the full
+evaluation sha256, the sha256 of the ``model.pt`` the logits came from, the logits' shapes, the
+test accuracy (overall and per class) and the numerics they were computed with.
+
+:func:`ensure_evaluated` verifies every record and computes what is missing or does not match
+(damaged, another evaluation set, a retrained model) from the model's verified ``model.pt``,
+saying which and why. A freshly trained model is evaluated by the same function
+(:func:`evaluate_and_save`) straight from memory, with the same floats as from its saved weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .cache import check_file, file_lock, file_record, load_json, remove_stale_tmp, save_json, save_npz, seal, unseal
+from .class_bias import per_class_accuracy
+from .datasets import Dataset
+
+if TYPE_CHECKING:  # grid imports this module
+    import torch.nn as nn
+
+    from .grid import ModelSpec
+
+EVAL_FORMAT = 1
+
+
+def eval_folder(runs_dir: Path, eval_sha256: str) -> Path:
+    """Where the evaluation logits of one evaluation set live."""
+    return Path(runs_dir) / "evals" / eval_sha256[:16]
+
+
+def _shapes(data: Dataset) -> dict[str, list[int]]:
+    return {name: [len(split), data.num_classes] for name, split in data.eval_splits().items()}
+
+
+def verify_eval(folder: Path, spec: ModelSpec, model_meta: dict[str, Any], eval_sha256: str,
+                data: Dataset) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` for intact logits of ``spec`` on this evaluation set computed from its
+    current weights; ``(None, reason)`` otherwise (``reason`` None: never computed)."""
+    path = folder / f"{spec.dirname}.json"
+    if not path.exists():
+        return None, None
+    try:
+        record = unseal(load_json(path))
+    except (ValueError, OSError) as exc:
+        return None, f"{path.name} is unreadable or {exc}"
+    if record.get("format") != EVAL_FORMAT or record.get("key") != spec.key:
+        return None, f"{path.name} describes other logits"
+    if record.get("eval_sha256") != eval_sha256:
+        return None, f"{path.name} was computed on another evaluation set"
+    if record.get("model_sha256") != model_meta["files"]["model.pt"]["sha256"]:
+        return None, f"{path.name} was computed from other weights (the model was retrained)"
+    if record.get("shapes") != _shapes(data):
+        return None, f"its logits have shapes {record.get('shapes')}, the data needs {_shapes(data)}"
+    try:
+        check_file(folder / f"{spec.dirname}.npz", record["file"])
+    except (ValueError, OSError) as exc:
+        return None, str(exc)
+    return record, None
+
+
+def evaluate_and_save(spec: ModelSpec, model: nn.Module, model_meta: dict[str, Any], data: Dataset,
+                      eval_sha256: str, folder: Path, *, device: str, precision: str) -> dict[str, Any]:
+    """Logits of ``model`` on every evaluation split, written atomically with their sealed record;
+    returns the record."""
+    from .train import numerics, predict_logits
+
+    logits = {name: predict_logits(model, split.images, device=device, precision=precision)
+              for name, split in data.eval_splits().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = save_npz(folder / f"{spec.dirname}.npz", **logits)
+    class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
+    record = {"format": EVAL_FORMAT, "key": spec.key, "eval_sha256": eval_sha256,
+              "model_sha256": model_meta["files"]["model.pt"]["sha256"], "file": file_record(npz),
+              "shapes": {name: list(v.shape) for name, v in logits.items()},
+              "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(),
+              "numerics": numerics(device, precision)}
+    save_json(folder / f"{spec.dirname}.json", seal(record))
+    return record
+
+
+def load_net(arch: str, model_folder: Path, model_meta: dict[str, Any], data: Dataset) -> nn.Module:
+    """The model saved in ``model_folder`` (its ``model.pt`` checked against ``model_meta`` and
+    read with ``weights_only=True``), with the input normalisation of ``data``'s training set."""
+    from .models import build_model, load_state_dict
+    from .train import with_normalization
+
+    path = model_folder / "model.pt"
+    try:
+        blob = check_file(path, model_meta["files"]["model.pt"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
+    net = with_normalization(build_model(arch, data.num_classes, in_channels=data.image_shape[0],
+                                         image_size=data.image_shape[1]), data.train.images)
+    net.load_state_dict(load_state_dict(blob, path))
+    return net
+
+
+def ensure_evaluated(specs: Sequence[ModelSpec], metas: dict[str, dict[str, Any]], data: Dataset, eval_sha256: str,
+                     runs_dir: Path, *, device: str, precision: str, writable: bool,
+                     progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
+    """``(records, computed)``: the verified evaluation record of every model (by key), computing
+    the missing ones from their weights (under a lock per model, so concurrent runners compute
+    each once); ``computed`` maps the key of each model evaluated here to why (None: never was)."""
+    from tqdm.auto import tqdm
+
+    folder = eval_folder(runs_dir, eval_sha256)
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[ModelSpec, str | None]] = []
+    for spec in specs:
+        record, reason = verify_eval(folder, spec, metas[spec.key], eval_sha256, data)
+        if record is not None:
+            records[spec.key] = record
+        else:
+            todo.append((spec, reason))
+    if todo and not writable:
+        spec, reason = todo[0]
+        raise ValueError(f"{folder / spec.dirname}.npz: {reason or 'missing'}, and runs_dir {str(runs_dir)!r} is not "
+                         f"writable to evaluate {len(todo)} model(s) on this evaluation set")
+    computed: dict[str, str | None] = {}
+    for spec, reason in tqdm(todo, desc=f"evaluating {len(todo)} cached model(s) on this evaluation set",
+                             disable=not progress or not todo):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(file_lock(runs_dir / ".locks" / f"eval-{eval_sha256[:16]}-{spec.dirname}.lock"))
+            record, _ = verify_eval(folder, spec, metas[spec.key], eval_sha256, data)  # another runner's?
+            if record is None:
+                if reason is not None:
+                    tqdm.write(f"re-evaluating {spec.name} ({spec.dirname}): {reason}", file=sys.stderr)
+                if folder.is_dir():
+                    remove_stale_tmp(folder, f"{spec.dirname}.npz")
+                    remove_stale_tmp(folder, f"{spec.dirname}.json")
+                net = load_net(spec.arch, runs_dir / "models" / spec.dirname, metas[spec.key], data)
+                record = evaluate_and_save(spec, net, metas[spec.key], data, eval_sha256, folder, device=device,
+                                           precision=precision)
+                computed[spec.key] = reason
+            records[spec.key] = record
+    return records, computed
