@@ -45,6 +45,11 @@ def check_number(value: Any, name: str, *, minimum: float | None = None, maximum
     return value
 
 
+def check_significance(value: Any, name: str = "significance") -> float:
+    """A level (significance, confidence) strictly between 0 and 1."""
+    return check_number(value, name, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
+
+
 def check_bool(value: Any, name: str) -> bool:
     """``True`` or ``False`` exactly (a string such as ``"no"`` is truthy, hence refused)."""
     if not isinstance(value, bool):

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .results import ChanceLevel, ClassBiasAtT, ClassBiasSummary, Population, SignificantCounts, in_window
-from .stats import adjust_pvalues, check_significance, welch_ttest
+from .checks import check_significance
+from .stats import adjust_pvalues, welch_ttest
 
 if TYPE_CHECKING:
     from .grid import GridResult
@@ -226,6 +227,19 @@ def relabellings(n_total: int, n_a: int, max_splits: int, seed: int) -> tuple[li
     return [tuple(sorted(rng.choice(n_total, n_a, replace=False))) for _ in range(max_splits)], False
 
 
+def relabelling_masks(n_total: int, n_a: int, max_splits: int, seed: int) -> tuple[np.ndarray, bool, np.ndarray]:
+    """The :func:`relabellings` as boolean masks ``[splits, n_total]`` (side a True), whether they
+    are all of them, and which of them are the observed split (the first ``n_a`` models on side
+    a) or, with equal sizes, its mirror: what a mirror-excluded chance level leaves out."""
+    splits, exhaustive = relabellings(n_total, n_a, max_splits, seed)
+    masks = np.zeros((len(splits), n_total), dtype=bool)
+    for i, idx in enumerate(splits):
+        masks[i, list(idx)] = True
+    real = np.arange(n_total) < n_a
+    is_observed = (masks == real).all(1) | ((masks == ~real).all(1) & (2 * n_a == n_total))
+    return masks, exhaustive, is_observed
+
+
 def null_calibration(y_true: Any, preds_a: Any, preds_b: Any | None = None, *, significance: float = 0.05,
                      normalization: str = "ratio", n_classes: int | None = None, max_splits: int = 500,
                      seed: int = 0) -> NullCalibration:
@@ -276,19 +290,14 @@ def null_from_accuracy(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray | 
 
     if acc_b is not None:
         observed = counts_of(np.arange(len(pool)) < n_a)
-    splits, exhaustive = relabellings(len(pool), n_a, max_splits, seed)
-    equal = 2 * n_a == len(pool)
-    real = {tuple(range(n_a))} | ({tuple(range(n_a, len(pool)))} if equal else set())
+    masks, exhaustive, is_observed = relabelling_masks(len(pool), n_a, max_splits, seed)
     counts: dict[str, list[int]] = {k: [] for k in COUNT_KINDS}
-    for idx in splits:
-        mask = np.zeros(len(pool), dtype=bool)
-        mask[list(idx)] = True
+    for mask in masks:
         res = counts_of(mask)
         for k in counts:
             counts[k].append(getattr(res, k))
-    is_observed = None if acc_b is None else np.array([tuple(s) in real for s in splits])
-    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive, equal_sizes=equal,
-                           is_observed=is_observed)
+    return NullCalibration(observed, {k: np.array(v) for k, v in counts.items()}, exhaustive,
+                           equal_sizes=2 * n_a == len(pool), is_observed=None if acc_b is None else is_observed)
 
 
 def disagreement_matrix(pred_f: Any, pred_g: Any, n_classes: int, *, include_diagonal: bool = False) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .class_bias import (NullCalibration, relabellings, class_bias_from_accuracy, normalized_class_accuracy,
+from .class_bias import (NullCalibration, relabelling_masks, class_bias_from_accuracy, normalized_class_accuracy,
                          per_class_accuracy)
 from .inference import TrendTest, count_trend_test
 from .results import ClassAccuracies, Population, PopulationClassAccuracy, SignificantCounts
@@ -157,17 +157,13 @@ def chance_test(record: ClassAccuracies, t: float, count: str = "sc", *, signifi
         a_n, o_n = accuracy_matched(a_n, o_n, o_d)
     pool = normalized_class_accuracy(np.concatenate([a_n, a_d]), np.concatenate([o_n, o_d]), "ratio")
     n, n_a = len(pool), len(a_n)
-    splits, exhaustive = relabellings(n, n_a, max_splits, seed)
-    masks = np.zeros((len(splits), n), dtype=bool)
-    for i, idx in enumerate(splits):
-        masks[i, list(idx)] = True
+    masks, exhaustive, is_observed = relabelling_masks(n, n_a, max_splits, seed)
     order = np.argsort(~masks, axis=1, kind="stable")  # each split's side-a models first
     xa, xb = pool[order[:, :n_a]], pool[order[:, n_a:]]
     null = raw_counts(xa, xb, significance)
     observed = int(raw_counts(pool[None, :n_a], pool[None, n_a:], significance)[0])
-    real = {tuple(range(n_a))} | ({tuple(range(n_a, n))} if 2 * n_a == n else set())
     calibration = NullCalibration(SignificantCounts(observed, 0, 0, pool.shape[1]), {"raw": null}, exhaustive,
-                                  equal_sizes=2 * n_a == n, is_observed=np.array([tuple(s) in real for s in splits]))
+                                  equal_sizes=2 * n_a == n, is_observed=is_observed)
     return ChanceTest(observed, calibration.expected("raw"), calibration.p_value("raw"), calibration.min_p_value,
                       calibration.n_splits)
 

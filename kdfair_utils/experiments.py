@@ -53,10 +53,9 @@ from .class_bias import NORMALIZATIONS
 from .individual_fairness import INPUT_DISTANCES, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
-from .checks import SEED_RANGE, check_choice, check_int
+from .checks import SEED_RANGE, check_choice, check_int, check_significance
 from .datasets import ATTRIBUTES, TWIN_ATTRIBUTES
 from .distill import TEMPERATURE_RANGE
-from .stats import check_significance
 from .train import TrainConfig
 
 EXPERIMENTS = ("main", "class_bias")
@@ -85,8 +84,7 @@ class AnalysisConfig:
         check_significance(self.significance, "analysis.significance")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"analysis.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        if isinstance(self.null_splits, bool) or not isinstance(self.null_splits, int) or self.null_splits < 1:
-            raise ValueError(f"analysis.null_splits must be an int >= 1, got {self.null_splits!r}")
+        check_int(self.null_splits, "analysis.null_splits", minimum=1)
         check_int(self.reference_draws, "analysis.reference_draws", minimum=2)
         check_int(self.permutations, "analysis.permutations", minimum=1)
         check_int(self.bootstrap_draws, "analysis.bootstrap_draws", minimum=1)

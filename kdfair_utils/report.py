@@ -190,14 +190,18 @@ def _(test: AtLeast, claim: Claim, results: Results, opts: Options, picks: Picks
                     f"one-sample t over {c.n_b} models, mean > {test.threshold:g}")
 
 
-def compare(summary: MetricSummary, a: Select, b: Select, picks: Picks = None) -> tuple[inf.Comparison, str, str] | None:
-    """The comparison of ``a`` below ``b`` under the report's rule, with both names."""
+Selected = tuple[str, np.ndarray, tuple]  # what select_values picks: (name, values, seeds)
+
+
+def compare(summary: MetricSummary, a: Select, b: Select,
+            picks: Picks = None) -> tuple[inf.Comparison, Selected, Selected] | None:
+    """The comparison of ``a`` below ``b`` under the report's rule, with what was selected."""
     sa, sb = select_values(summary, a, picks), select_values(summary, b, picks)
     if not sa or not sb:
         return None
     paired = _students(a) and _students(b) and sa[2] == sb[2]
     c = inf.paired_comparison(sa[1], sb[1]) if paired else inf.welch_comparison(sa[1], sb[1])
-    return c, sa[0], sb[0]
+    return c, sa, sb
 
 
 @_measure.register
@@ -206,12 +210,12 @@ def _(test: Less, claim: Claim, results: Results, opts: Options, picks: Picks) -
     found = summary and compare(summary, test.a, test.b, picks)
     if not found:
         return _na(f"{test.metric} of both populations not recorded")
-    c, name_a, name_b = found
+    c, sa, sb = found
     held = inf.verdict(c.p_less, c.p_greater)
     if picks is not None:
         return Measured(held, c.difference, c.p_less)
     d = _digits(test.metric)
-    ours = f"{name_a} {c.mean_a:.{d}f} vs {name_b} {c.mean_b:.{d}f}"
+    ours = f"{sa[0]} {c.mean_a:.{d}f} vs {sb[0]} {c.mean_b:.{d}f}"
     if test.shown:
         shown = _metric(claim, results, test.shown, test.attribute)
         raw = shown and compare(shown, test.a, test.b)
@@ -220,8 +224,7 @@ def _(test: Less, claim: Claim, results: Results, opts: Options, picks: Picks) -
     evidence = (f"Δ = {c.difference:+.{d}f} [{_fmt(c.ci_low, d)}, {_fmt(c.ci_high, d)}], "
                 f"{_p_both(held, c.p_less, c.p_greater)}")
     if c.test == "paired t":
-        sa, sb = select_values(summary, test.a), select_values(summary, test.b)
-        welch = inf.welch_comparison(sa[1], sb[1])  # type: ignore[index]
+        welch = inf.welch_comparison(sa[1], sb[1])
         evidence += f"; unpaired Welch {_p(welch.p_less)}"
     return Measured(held, c.difference, c.p_less, ours, evidence, f"{c.test} over {c.n_a} vs {c.n_b} "
                     + ("seeds" if c.test == "paired t" else "models") + ", one-sided")
@@ -337,7 +340,7 @@ def _(test: Ordered, claim: Claim, results: Results, opts: Options, picks: Picks
     if picks is not None:
         return Measured(held, None, p)
     d = _digits(test.metric)
-    names = [pairs[0][1]] + [b for _, _, b in pairs]  # type: ignore[index]
+    names = [pairs[0][1][0]] + [b[0] for _, _, b in pairs]  # type: ignore[index, misc]
     means = [pairs[0][0].mean_a] + [c.mean_b for c, _, _ in pairs]  # type: ignore[index]
     ours = " / ".join(f"{n} {m:.{d}f}" for n, m in zip(names, means))
     evidence = "; ".join(f"{c.test} {_p(c.p_less)}" for c, _, _ in pairs)  # type: ignore[misc]

@@ -21,11 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-
-def check_significance(value: Any, name: str = "significance") -> None:
-    """``ValueError`` unless ``0 < value < 1``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+from .checks import check_significance
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,7 @@ def population_stats(values: Any, *, confidence: float = 0.95) -> PopulationStat
         raise ValueError("population_stats needs at least one value")
     if not np.all(np.isfinite(v)):
         raise ValueError(f"population_stats got non-finite values: {v.tolist()}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_significance(confidence, "confidence")
     n, mean = len(v), float(v.mean())
     if n == 1:
         return PopulationStats(mean, math.nan, 1, math.nan, math.nan, confidence)

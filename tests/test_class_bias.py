@@ -146,8 +146,22 @@ def test_significance_is_validated_and_used():
     loose, strict = (cb.class_bias_test(y, pa, pb, significance=s) for s in (0.2, 0.001))
     assert loose.counts.raw == int((loose.table["p"] < 0.2).sum()) >= strict.counts.raw
     assert strict.counts.raw == int((strict.table["p"] < 0.001).sum())
-    for bad in (0.0, 1.0, True, -0.1):
-        with pytest.raises(ValueError, match="significance must be in"):
+    for bad, match in ((0.0, "must be > 0"), (1.0, "must be < 1"), (True, "must be a number"), (-0.1, "must be > 0")):
+        with pytest.raises(ValueError, match=f"significance {match}"):
             cb.class_bias_test(y, pa, pb, significance=bad)
     with pytest.raises(ValueError, match="max_splits"):
         cb.null_calibration(y, pa, pb, max_splits=0)
+
+
+def test_relabelling_masks_mark_the_observed_split_and_its_mirror():
+    from kdfair_utils.class_bias import relabelling_masks
+
+    masks, exhaustive, observed = relabelling_masks(10, 5, 500, 0)
+    assert exhaustive and masks.shape == (252, 10) and (masks.sum(1) == 5).all()
+    assert len({m.tobytes() for m in masks}) == 252
+    assert observed.sum() == 2  # 0..4 on side a, and its mirror 5..9
+    assert {tuple(np.flatnonzero(m)) for m in masks[observed]} == {(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)}
+    masks, _, observed = relabelling_masks(9, 4, 500, 0)  # unequal sizes: no mirror
+    assert observed.sum() == 1 and tuple(np.flatnonzero(masks[observed][0])) == (0, 1, 2, 3)
+    masks, exhaustive, _ = relabelling_masks(20, 10, 30, 1)
+    assert not exhaustive and masks.shape == (30, 20)

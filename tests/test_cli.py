@@ -55,7 +55,7 @@ def test_grid_command_rebuilds_exactly_the_class_bias_experiment(tmp_path, data_
     (["grid", "--seeds", "1", "--set", "main.seeds=2"], "'main.seeds' is given twice"),
     (["run", "--label", "color"], "'label' differs per experiment: set main.label or class_bias.label"),
     (["run", "--temperatures", "1"], "none of the temperatures [1.0] lies in the class_bias window 2..10"),
-    (["run", "--set", "analysis.significance=2"], "analysis.significance must be in (0, 1)"),
+    (["run", "--set", "analysis.significance=2"], "analysis.significance must be < 1, got 2"),
 ])
 def test_bad_cli_input_names_the_argument(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
