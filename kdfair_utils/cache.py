@@ -9,6 +9,8 @@
   holder dies, so a killed run never leaves a stale lock; :func:`remove_stale_tmp` removes
   temporary files a killed writer left, and must be called only while holding the lock of the
   folder's writers.
+* :func:`cached_npz` puts these together for generated or decoded data: read if intact, else
+  make once under a lock (saying why an existing file was replaced) and write atomically.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 import numpy as np
 
@@ -186,3 +191,61 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def tag_bytes(tag: Any) -> np.ndarray:
+    """``tag`` as canonical JSON bytes (a uint8 array), to store inside an ``.npz``."""
+    return np.frombuffer(json.dumps(tag, sort_keys=True, default=_json_default).encode(), dtype=np.uint8)
+
+
+def read_tagged_npz(path: Path, tag: Any) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """The arrays of an ``.npz`` written with ``tag`` (:func:`cached_npz`), without the tag:
+    ``(arrays, None)``; ``(None, problem)`` if it cannot be read (loading every member checks
+    its zip CRC, so flipped or truncated bytes are caught) or holds another tag (a replaced
+    file); ``(None, None)`` if there is no file."""
+    if not path.exists():
+        return None, None
+    try:
+        arrays = load_npz(path)
+    except Exception as exc:  # BadZipFile (truncated, bad CRC), ValueError, OSError, EOFError, ...
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    stored = arrays.pop("tag", None)
+    if stored is None:
+        return None, "it has no tag (written by an older kdfair)"
+    if not np.array_equal(stored, tag_bytes(tag)):
+        return None, "it holds other data (another config, or other source files)"
+    return arrays, None
+
+
+def cached_npz(path: Path, tag: Any, check: Callable[[dict[str, np.ndarray]], tuple[T | None, str | None]],
+               make: Callable[[], tuple[T, dict[str, np.ndarray]]], *, root: Path, root_name: str, what: str) -> T:
+    """Generated or decoded data, cached in the ``.npz`` at ``path`` that embeds ``tag`` (what the
+    data depend on, JSON).
+
+    An intact file with this tag whose arrays ``check`` accepts (``(value, None)``; else
+    ``(None, problem)``) gives ``check``'s value; otherwise ``make`` returns the value and the
+    arrays to write. A rejected file is replaced, with a line on stderr naming it and the problem.
+    ``root`` (the argument ``root_name``) must be writable before anything is made; making holds a
+    lock, so concurrent processes make the file once; only this file's leftover temporaries are
+    removed.
+    """
+    from .checks import check_writable_dir
+
+    def read() -> tuple[T | None, str | None]:
+        arrays, problem = read_tagged_npz(path, tag)
+        return (None, problem) if arrays is None else check(arrays)
+
+    value, _ = read()
+    if value is not None:
+        return value
+    check_writable_dir(root, root_name)
+    with file_lock(path.parent / ".locks" / f"{path.name}.lock"):
+        value, problem = read()  # another process may have written it meanwhile
+        if value is not None:
+            return value
+        if problem:
+            print(f"regenerating the {what} {path}: {problem}", file=sys.stderr)
+        remove_stale_tmp(path.parent, path.name)
+        value, arrays = make()
+        save_npz(path, tag=tag_bytes(tag), **arrays)
+    return value

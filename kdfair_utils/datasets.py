@@ -5,14 +5,17 @@ integer labels, and a table of integer-coded protected attributes per example), 
 extra evaluation splits such as Trifeature's counterfactual twins.
 
 Available here: ``trifeature`` (generated offline, the default), ``cifar10``, ``cifar100``
-and ``svhn`` (read from the files torchvision downloads; ``download=True`` fetches them).
-CelebA and HateXplain are planned to join through the same interface.
+and ``svhn`` (read from the files torchvision downloads; ``download=True`` fetches them), and
+``tinyimagenet``, ``imagenet`` and ``celeba`` (read from their own folder layouts by
+:mod:`kdfair_utils.image_folders`; ``download=True`` fetches CelebA, the others say where to get
+them). HateXplain is planned to join through the same interface.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from . import image_folders as imf
 from . import trifeature as tf
-from .cache import config_key, file_lock, load_npz, remove_stale_tmp, save_npz
-from .checks import check_choice, check_dir_path, check_mapping, check_writable_dir
+from .cache import cached_npz, config_key
+from .checks import check_choice, check_dir_path, check_mapping
 from .paths import default_data_dir
 from .results import DatasetSummary
 
@@ -86,12 +90,22 @@ class Dataset:
         return {"test": self.test, **self.extra}
 
 
-DATASETS = ("trifeature", "cifar10", "cifar100", "svhn")
+DATASETS = ("trifeature", "cifar10", "cifar100", "svhn", *imf.IMAGE_FOLDER_DATASETS)
 TRIFEATURE_LABELS = ("shape", "texture", "color", "shape_color", "shape_texture")
-# Protected attributes each dataset carries, and those with counterfactual twins (known before loading).
+# Protected attributes each dataset carries by default, and those with counterfactual twins (known
+# before loading); CelebA carries the attributes its data_options name (dataset_attributes).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": tuple(tf.ATTRIBUTES), "cifar10": (),
-                                          "cifar100": ("superclass",), "svhn": ()}
+                                          "cifar100": ("superclass",), "svhn": (), "tinyimagenet": (),
+                                          "imagenet": (), "celeba": ("young", "male")}
 TWIN_ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": ("color", "texture")}
+
+
+def dataset_attributes(name: str, options: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The protected attributes ``load_dataset(name, **options)`` will carry, known before loading."""
+    check_choice(name, "dataset", DATASETS)
+    if name == "celeba" and options and "attributes" in options:
+        return tuple(imf.image_dataset_config("celeba", **options)["attributes"])
+    return ATTRIBUTES[name]
 
 
 def dataset_config(name: str = "trifeature", label: str | None = None, **options: Any) -> dict[str, Any]:
@@ -101,6 +115,8 @@ def dataset_config(name: str = "trifeature", label: str | None = None, **options
         if label is not None:
             check_choice(label, "label", TRIFEATURE_LABELS)
         return {"name": "trifeature", "label": label or "shape", **trifeature_spec(options).to_dict()}
+    if name in imf.IMAGE_FOLDER_DATASETS:
+        return imf.image_dataset_config(name, label, **options)
     if label not in (None, "class"):
         raise ValueError(f"label {label!r}: {name} has one label, 'class'")
     if options:
@@ -129,13 +145,31 @@ def load_dataset(name: str = "trifeature", label: str | None = None, *, data_dir
     dataset_config(name, label, **options)  # every argument checked before anything is read or written
     if name == "trifeature":
         return load_trifeature(label or "shape", data_dir=data_dir, **options)
-    if options:
+    if options and name not in imf.IMAGE_FOLDER_DATASETS:
         raise ValueError(f"dataset {name!r} takes no options, got {sorted(options)}")
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, label=label, data_dir=data_dir, download=download)
     if name == "svhn":
         return load_svhn(label=label, data_dir=data_dir, download=download)
+    if name in imf.IMAGE_FOLDER_DATASETS:
+        return load_image_folder(name, label, data_dir=data_dir, download=download, **options)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def load_image_folder(name: str, label: str | None = None, *, data_dir: Path, download: bool = False,
+                      progress: bool = True, **options: Any) -> Dataset:
+    """Tiny ImageNet, ImageNet or CelebA (:mod:`kdfair_utils.image_folders`). With ``download``
+    CelebA is fetched by torchvision; the others have no public automatic download, so a missing
+    folder is a ``FileNotFoundError`` that says where to get it and which layout to put it in,
+    raised before anything is written."""
+    if download and name == "celeba":
+        imf.download_celeba(data_dir)
+    imf.check_present(name, data_dir)
+    if name == "celeba":
+        return imf.load_celeba(data_dir, label=label or "smiling", progress=progress,
+                               **{k: tuple(v) if k == "attributes" else v for k, v in options.items()})
+    loader = imf.load_tinyimagenet if name == "tinyimagenet" else imf.load_imagenet
+    return loader(data_dir, progress=progress, **options)
 
 
 def dataset_summary(data: Dataset, attributes: tuple[str, ...] | list[str] = ()) -> DatasetSummary:
@@ -161,11 +195,18 @@ def training_config(name: str = "trifeature", label: str | None = None, **option
     config = dataset_config(name, label, **options)
     if name == "trifeature":
         return {"name": "trifeature", "label": config["label"], **trifeature_spec(options).training_fields()}
+    if name == "celeba":  # the attribute table is evaluation data
+        return {k: v for k, v in config.items() if k != "attributes"}
     return config
 
 
 def _hash_arrays(h: Any, name: str, arrays: dict[str, np.ndarray]) -> None:
     for key in sorted(arrays):
+        if isinstance(arrays[key], np.memmap) and isinstance(arrays[key].base, mmap.mmap) and arrays[key].filename:
+            # a whole prepared file (not a slice), too large to read on every run (ImageNet): its
+            # name holds the hash of its sources
+            h.update(f"{name}/{key}:memmap:{Path(arrays[key].filename).name}:{arrays[key].shape}".encode())
+            continue
         arr = np.ascontiguousarray(arrays[key])
         h.update(f"{name}/{key}:{arr.dtype.str}:{arr.shape}".encode())
         h.update(arr.data)
@@ -198,23 +239,14 @@ TRIFEATURE_ARRAYS = ("images", "train_idx", "test_idx", "factor_shape", "factor_
 def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.ndarray]:
     """Generated images, factors and counterfactual twins, cached in ``data_dir`` by spec.
 
-    The cache file embeds its spec; a file that cannot be read, lacks an array, or holds
-    another spec's data (a replaced file) is regenerated, with a message naming it.
-    Generation holds a lock, so concurrent runners generate a file once.
+    The cache file embeds its spec (:func:`~kdfair_utils.cache.cached_npz`); a file that cannot
+    be read, lacks an array, or holds another spec's data (a replaced file) is regenerated, with a
+    message naming it. Generation holds a lock, so concurrent runners generate a file once.
     """
     spec.validate()
     path = data_dir / "trifeature" / f"trifeature-{config_key(spec.to_dict())}.npz"
-    arrays, problem = _read_trifeature(path, spec)
-    if arrays is not None:
-        return arrays
-    check_writable_dir(data_dir, "data_dir")
-    with file_lock(path.parent / ".locks" / f"{path.name}.lock"):
-        arrays, problem = _read_trifeature(path, spec)  # another runner may have written it meanwhile
-        if arrays is not None:
-            return arrays
-        if problem:
-            print(f"regenerating the Trifeature data cache {path}: {problem}")
-        remove_stale_tmp(path.parent, path.name)  # only this file's: other specs may be being written
+
+    def make() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         params, train_idx, test_idx, source = tf.sample_splits(spec)
         test_params = {k: v[test_idx[source]] for k, v in params.items()}
         arrays = {
@@ -228,25 +260,15 @@ def trifeature_arrays(spec: tf.TrifeatureSpec, data_dir: Path) -> dict[str, np.n
             twin = tf.counterfactual_params(test_params, attr, spec.seed)
             arrays[f"cf_{attr}_images"] = tf.render(twin, spec)
             arrays[f"cf_{attr}_values"] = twin[attr]
-        save_npz(path, spec=_spec_bytes(spec), **arrays)
-    return arrays
+        return arrays, arrays
+
+    return cached_npz(path, spec.to_dict(), lambda arrays: _check_trifeature(arrays, spec), make, root=data_dir,
+                      root_name="data_dir", what="Trifeature data cache")
 
 
-def _spec_bytes(spec: tf.TrifeatureSpec) -> np.ndarray:
-    return np.frombuffer(json.dumps(spec.to_dict(), sort_keys=True).encode(), dtype=np.uint8)
-
-
-def _read_trifeature(path: Path, spec: tf.TrifeatureSpec) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """``(arrays, None)`` from an intact cache file; ``(None, problem)`` otherwise (no problem: no file)."""
-    if not path.exists():
-        return None, None
-    try:
-        arrays = load_npz(path)
-    except Exception as exc:  # BadZipFile (truncated, bad CRC), ValueError, OSError, EOFError, ...
-        return None, f"unreadable ({type(exc).__name__}: {exc})"
-    stored = arrays.pop("spec", None)
-    if stored is None or not np.array_equal(stored, _spec_bytes(spec)):
-        return None, "it holds data of another spec"
+def _check_trifeature(arrays: dict[str, np.ndarray],
+                      spec: tf.TrifeatureSpec) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)`` if a cache file's arrays are complete and fit together; ``(None, problem)``."""
     missing = [k for k in TRIFEATURE_ARRAYS if k not in arrays]
     if missing:
         return None, f"it lacks {', '.join(missing)}"

@@ -7,22 +7,24 @@ split of one evaluation set live in ``<runs_dir>/evals/<eval key>/<role>-<key>.n
 eval key is the first 16 hex digits of :func:`~kdfair_utils.datasets.eval_sha256`. Beside it,
 ``<role>-<key>.json`` (sealed with a checksum) records the npz file's sha256 and size, the full
 evaluation sha256, the sha256 of the ``model.pt`` the logits came from, the logits' shapes, the
-test accuracy (overall and per class) and the numerics they were computed with.
+test accuracy (overall and per class) and the numerics they were computed with (device type,
+precision, threads: those of the model's key).
 
 :func:`ensure_evaluated` verifies every record and computes what is missing or does not match
-(damaged, another evaluation set, a retrained model) from the model's verified ``model.pt``,
-saying which and why. A freshly trained model is evaluated by the same function
-(:func:`evaluate_and_save`) straight from memory, with the same floats as from its saved weights.
+(damaged, another evaluation set, a retrained model, other numerics) from the model's verified
+``model.pt``, saying which and why. A freshly trained model is evaluated by the same function
+(:func:`evaluate_and_save`) straight from memory; under the same numerics that gives the same
+floats as evaluating its saved weights (a test checks this on the CPU). Writers hold a lock per
+model and evaluation set, so concurrent runners never interleave one model's files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .cache import check_file, file_lock, file_record, load_json, remove_stale_tmp, save_json, save_npz, seal, unseal
+from .cache import check_file, file_record, load_json, remove_stale_tmp, save_json, save_npz, seal, unseal
 from .class_bias import per_class_accuracy
 from .datasets import Dataset
 
@@ -43,10 +45,15 @@ def _shapes(data: Dataset) -> dict[str, list[int]]:
     return {name: [len(split), data.num_classes] for name, split in data.eval_splits().items()}
 
 
-def verify_eval(folder: Path, spec: ModelSpec, model_meta: dict[str, Any], eval_sha256: str,
-                data: Dataset) -> tuple[dict[str, Any] | None, str | None]:
+def _lock(runs_dir: Path, eval_sha256: str, spec: ModelSpec) -> Path:
+    return Path(runs_dir) / ".locks" / f"eval-{eval_sha256[:16]}-{spec.dirname}.lock"
+
+
+def verify_eval(folder: Path, spec: ModelSpec, model_meta: dict[str, Any], eval_sha256: str, data: Dataset,
+                expected_numerics: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """``(record, None)`` for intact logits of ``spec`` on this evaluation set computed from its
-    current weights; ``(None, reason)`` otherwise (``reason`` None: never computed)."""
+    current weights with ``expected_numerics``; ``(None, reason)`` otherwise (``reason`` None:
+    never computed)."""
     path = folder / f"{spec.dirname}.json"
     if not path.exists():
         return None, None
@@ -60,6 +67,8 @@ def verify_eval(folder: Path, spec: ModelSpec, model_meta: dict[str, Any], eval_
         return None, f"{path.name} was computed on another evaluation set"
     if record.get("model_sha256") != model_meta["files"]["model.pt"]["sha256"]:
         return None, f"{path.name} was computed from other weights (the model was retrained)"
+    if record.get("numerics") != expected_numerics:
+        return None, f"{path.name} was computed with other numerics ({record.get('numerics')})"
     if record.get("shapes") != _shapes(data):
         return None, f"its logits have shapes {record.get('shapes')}, the data needs {_shapes(data)}"
     try:
@@ -69,24 +78,38 @@ def verify_eval(folder: Path, spec: ModelSpec, model_meta: dict[str, Any], eval_
     return record, None
 
 
-def evaluate_and_save(spec: ModelSpec, model: nn.Module, model_meta: dict[str, Any], data: Dataset,
-                      eval_sha256: str, folder: Path, *, device: str, precision: str) -> dict[str, Any]:
-    """Logits of ``model`` on every evaluation split, written atomically with their sealed record;
-    returns the record."""
+def evaluate_and_save(spec: ModelSpec, model: nn.Module | None, model_meta: dict[str, Any], data: Dataset,
+                      eval_sha256: str, runs_dir: Path, *, device: str,
+                      precision: str) -> tuple[dict[str, Any], bool]:
+    """``(record, computed)``: the logits of ``model`` (``None``: loaded from its verified
+    ``model.pt``) on every evaluation split, written atomically with their sealed record. Holds
+    the model's evaluation lock; an intact record another runner wrote meanwhile is returned as it
+    is (``computed`` False)."""
+    from .cache import file_lock
     from .train import numerics, predict_logits
 
-    logits = {name: predict_logits(model, split.images, device=device, precision=precision)
-              for name, split in data.eval_splits().items()}
-    folder.mkdir(parents=True, exist_ok=True)
-    npz = save_npz(folder / f"{spec.dirname}.npz", **logits)
-    class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
-    record = {"format": EVAL_FORMAT, "key": spec.key, "eval_sha256": eval_sha256,
-              "model_sha256": model_meta["files"]["model.pt"]["sha256"], "file": file_record(npz),
-              "shapes": {name: list(v.shape) for name, v in logits.items()},
-              "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(),
-              "numerics": numerics(device, precision)}
-    save_json(folder / f"{spec.dirname}.json", seal(record))
-    return record
+    folder = eval_folder(runs_dir, eval_sha256)
+    found = numerics(device, precision)
+    with file_lock(_lock(runs_dir, eval_sha256, spec)):
+        record, _ = verify_eval(folder, spec, model_meta, eval_sha256, data, found)
+        if record is not None:
+            return record, False
+        if folder.is_dir():  # leftovers of a killed writer of this model's files
+            remove_stale_tmp(folder, f"{spec.dirname}.npz")
+            remove_stale_tmp(folder, f"{spec.dirname}.json")
+        if model is None:
+            model = load_net(spec.arch, Path(runs_dir) / "models" / spec.dirname, model_meta, data)
+        logits = {name: predict_logits(model, split.images, device=device, precision=precision)
+                  for name, split in data.eval_splits().items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        npz = save_npz(folder / f"{spec.dirname}.npz", **logits)
+        class_acc, overall = per_class_accuracy(data.test.labels, logits["test"].argmax(1)[None], data.num_classes)
+        record = {"format": EVAL_FORMAT, "key": spec.key, "eval_sha256": eval_sha256,
+                  "model_sha256": model_meta["files"]["model.pt"]["sha256"], "file": file_record(npz),
+                  "shapes": {name: list(v.shape) for name, v in logits.items()},
+                  "test_accuracy": float(overall[0]), "test_class_accuracy": class_acc[0].tolist(), "numerics": found}
+        save_json(folder / f"{spec.dirname}.json", seal(record))
+    return record, True
 
 
 def load_net(arch: str, model_folder: Path, model_meta: dict[str, Any], data: Dataset) -> nn.Module:
@@ -107,41 +130,44 @@ def load_net(arch: str, model_folder: Path, model_meta: dict[str, Any], data: Da
 
 
 def ensure_evaluated(specs: Sequence[ModelSpec], metas: dict[str, dict[str, Any]], data: Dataset, eval_sha256: str,
-                     runs_dir: Path, *, device: str, precision: str, writable: bool,
+                     runs_dir: Path, *, device: str, precision: str, expected_numerics: dict[str, Any],
                      progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
     """``(records, computed)``: the verified evaluation record of every model (by key), computing
-    the missing ones from their weights (under a lock per model, so concurrent runners compute
-    each once); ``computed`` maps the key of each model evaluated here to why (None: never was)."""
+    the missing ones from their weights; ``computed`` maps the key of each model evaluated here to
+    why (None: it never was). ``expected_numerics`` are the numerics of the models' keys: a model
+    keyed by other numerics than this process has (a cache trained elsewhere) is never evaluated
+    here (``RuntimeError``), nor is anything in a read-only runs folder (``ValueError``)."""
     from tqdm.auto import tqdm
+
+    from .checks import is_writable_dir
+    from .train import numerics
 
     folder = eval_folder(runs_dir, eval_sha256)
     records: dict[str, dict[str, Any]] = {}
     todo: list[tuple[ModelSpec, str | None]] = []
     for spec in specs:
-        record, reason = verify_eval(folder, spec, metas[spec.key], eval_sha256, data)
+        record, reason = verify_eval(folder, spec, metas[spec.key], eval_sha256, data, expected_numerics)
         if record is not None:
             records[spec.key] = record
         else:
             todo.append((spec, reason))
-    if todo and not writable:
+    if todo:
         spec, reason = todo[0]
-        raise ValueError(f"{folder / spec.dirname}.npz: {reason or 'missing'}, and runs_dir {str(runs_dir)!r} is not "
-                         f"writable to evaluate {len(todo)} model(s) on this evaluation set")
+        where = f"{folder / spec.dirname}.npz: {reason or 'missing'}"
+        if numerics(device, precision) != expected_numerics:
+            raise RuntimeError(f"{where}; {len(todo)} model(s) keyed by {expected_numerics} have no evaluation "
+                               f"logits for this evaluation set, and this process has other numerics: evaluate "
+                               f"them where they were trained (run the workers again)")
+        if not (is_writable_dir(folder) and is_writable_dir(Path(runs_dir) / ".locks")):
+            raise ValueError(f"{where}, and runs_dir {str(runs_dir)!r} is not writable to evaluate {len(todo)} "
+                             f"model(s) on this evaluation set")
     computed: dict[str, str | None] = {}
     for spec, reason in tqdm(todo, desc=f"evaluating {len(todo)} cached model(s) on this evaluation set",
                              disable=not progress or not todo):
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(file_lock(runs_dir / ".locks" / f"eval-{eval_sha256[:16]}-{spec.dirname}.lock"))
-            record, _ = verify_eval(folder, spec, metas[spec.key], eval_sha256, data)  # another runner's?
-            if record is None:
-                if reason is not None:
-                    tqdm.write(f"re-evaluating {spec.name} ({spec.dirname}): {reason}", file=sys.stderr)
-                if folder.is_dir():
-                    remove_stale_tmp(folder, f"{spec.dirname}.npz")
-                    remove_stale_tmp(folder, f"{spec.dirname}.json")
-                net = load_net(spec.arch, runs_dir / "models" / spec.dirname, metas[spec.key], data)
-                record = evaluate_and_save(spec, net, metas[spec.key], data, eval_sha256, folder, device=device,
-                                           precision=precision)
-                computed[spec.key] = reason
-            records[spec.key] = record
+        records[spec.key], fresh = evaluate_and_save(spec, None, metas[spec.key], data, eval_sha256, runs_dir,
+                                                     device=device, precision=precision)
+        if fresh:
+            if reason is not None:
+                tqdm.write(f"re-evaluating {spec.name} ({spec.dirname}): {reason}", file=sys.stderr)
+            computed[spec.key] = reason
     return records, computed

@@ -54,7 +54,7 @@ from .individual_fairness import INPUT_DISTANCES, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
 from .checks import SEED_RANGE, check_choice, check_int, check_significance
-from .datasets import ATTRIBUTES, TWIN_ATTRIBUTES
+from .datasets import TWIN_ATTRIBUTES, dataset_attributes
 from .distill import TEMPERATURE_RANGE
 from .train import TrainConfig
 
@@ -128,13 +128,15 @@ class Profile:
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         self.analysis.validate()
-        for name, known in (("attributes", ATTRIBUTES), ("twin_attributes", TWIN_ATTRIBUTES)):
+        for name in ("attributes", "twin_attributes"):
             for experiment in EXPERIMENTS:
-                dataset = self.experiment(experiment).dataset
-                unknown = [a for a in getattr(self.analysis, name) if a not in known.get(dataset, ())]
+                grid = self.experiment(experiment)
+                known = (dataset_attributes(grid.dataset, grid.data_options) if name == "attributes"
+                         else TWIN_ATTRIBUTES.get(grid.dataset, ()))
+                unknown = [a for a in getattr(self.analysis, name) if a not in known]
                 if unknown:
-                    raise ValueError(f"analysis.{name}: {dataset} has no {', '.join(map(repr, unknown))}; it has: "
-                                     f"{', '.join(known.get(dataset, ())) or 'none'}")
+                    raise ValueError(f"analysis.{name}: {grid.dataset} has no {', '.join(map(repr, unknown))}; "
+                                     f"it has: {', '.join(known) or 'none'}")
         if self.main.dataset == "trifeature":
             for name in _ANALYSIS_TUPLES:
                 if "color" not in getattr(self.analysis, name):

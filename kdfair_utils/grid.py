@@ -107,7 +107,7 @@ class GridConfig:
         dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
         check_choice(self.teacher, "teacher", MODELS)
         check_choice(self.student, "student", MODELS)
-        size = self.data_options.get("image_size", 32) if self.dataset == "trifeature" else 32
+        size = dataset_config(self.dataset, self.label, **self.data_options).get("image_size", 32)
         check_image_size(self.teacher, size)
         check_image_size(self.student, size)
         for name in ("teacher_train", "student_train"):
@@ -263,7 +263,7 @@ class GridResult:
             try:
                 blob = check_file(path, self.evals[spec.key]["file"])
             except ValueError as exc:
-                raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
+                raise ValueError(f"{path}: {exc}; run the grid again to re-evaluate it") from None
             self._logits[spec.key] = load_npz(blob)
         return self._logits[spec.key]
 
@@ -494,7 +494,7 @@ def _initial_model(spec: ModelSpec, data: Dataset, stats: tuple[np.ndarray, np.n
 
 
 def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: tuple[str, str],
-                 folders: dict[str, Path], evals_dir: Path, device: str, precision: str, engine: str, progress: bool,
+                 folders: dict[str, Path], runs: Path, device: str, precision: str, engine: str, progress: bool,
                  meta: dict[str, dict], evals: dict[str, dict]) -> list[dict]:
     """Train ``specs`` (one role, one architecture), write each model's folder and evaluate it
     (into ``evals``); returns their metas. ``shas``: the training and evaluation data's sha256.
@@ -536,8 +536,8 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: t
     for spec, model, history in zip(specs, models, histories):
         found = _save_model(spec, model, history, seconds, len(specs), recipe, data, shas[0], folders[spec.key],
                             device, precision, meta.get(spec.teacher_key or ""))
-        evals[spec.key] = evaluate_and_save(spec, model, found, data, shas[1], evals_dir, device=device,
-                                            precision=precision)
+        evals[spec.key], _ = evaluate_and_save(spec, model, found, data, shas[1], runs, device=device,
+                                               precision=precision)
         metas.append(found)
     return metas
 
@@ -606,7 +606,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     ``population_size`` and ``precision``: see the module docstring and
     :func:`~kdfair_utils.train.resolve_precision`. ``numerics_as`` reads a cache that was trained
     elsewhere (e.g. by GPU workers, :mod:`kdfair_utils.scaleout`): models keyed by those numerics,
-    trained nowhere here; a missing one is a ``RuntimeError``.
+    trained (and evaluated) nowhere here; a missing one is a ``RuntimeError``.
     """
     from tqdm.auto import tqdm
 
@@ -677,8 +677,8 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                 todo.append(spec)
             if todo:
                 bar.set_postfix_str(f"{todo[0].name}" + (f" + {len(todo) - 1} more" if len(todo) > 1 else ""))
-                metas = _train_chunk(todo, cfg, data, (data_sha, eval_sha), folders, eval_folder(runs, eval_sha), dev,
-                                     precision, engine, progress, meta, evals)
+                metas = _train_chunk(todo, cfg, data, (data_sha, eval_sha), folders, runs, dev, precision, engine,
+                                     progress, meta, evals)
                 for spec, found in zip(todo, metas):
                     meta[spec.key] = found
                     trained.append(spec)
@@ -704,8 +704,10 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         print(f"grid {cfg.label}: {len(specs)} models — loaded {len(loaded)} from {models_dir}, "
               f"trained {len(trained)}")
         _note_environments(meta, dev)
+    keyed = dict(numerics_as) if numerics_as is not None else numerics(dev, precision)
     found_evals, evaluated = ensure_evaluated([s for s in specs if s.key not in evals], meta, data, eval_sha, runs,
-                                              device=dev, precision=precision, writable=writable, progress=progress)
+                                              device=dev, precision=precision, expected_numerics=keyed,
+                                              progress=progress)
     evals.update(found_evals)
     if progress and evaluated:
         print(f"grid {cfg.label}: evaluated {len(evaluated)} cached model(s) on this evaluation set")

@@ -102,10 +102,14 @@ def welch_significant(a: np.ndarray, b: np.ndarray, significance: float) -> np.n
     relabellings: the t tail is computed only where |t| lies between the normal quantile (below
     it no df is significant) and the t quantile at df = min(n_a, n_b) - 1 (above it every
     Welch df is: Welch's df is never smaller)."""
-    t, df, _, same, different = _welch_parts(a, b)
-    at = np.abs(np.where(same | different, 0.0, t))  # p = 1, or undefined: never counted
+    check_significance(significance)
     low = sps.norm.isf(significance / 2) * (1 - 1e-9)
     high = sps.t.isf(significance / 2, min(a.shape[-2], b.shape[-2]) - 1) * (1 + 1e-9)
+    if not np.isfinite(low):  # a level so small that its half underflows: no bracket, the exact test
+        with np.errstate(invalid="ignore"):
+            return welch_ttest(a, b, interval=False)["p"] < significance
+    t, df, _, _, _ = _welch_parts(a, b)
+    at = np.abs(np.where(np.isnan(df), 0.0, t))  # constant columns and degenerate variances: never counted
     with np.errstate(invalid="ignore"):
         out = at > high
         middle = (at > low) & ~out

@@ -331,7 +331,8 @@ def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.
                    batch_size: int = 256, precision: str = "auto") -> np.ndarray:
     """Eval-mode logits (float32 ``[N, classes]``) for uint8 images ``[N, C, H, W]``.
     ``batch_size`` 256: on a 2-core CPU 1.4× (ResNet-20) and 1.4× (LeNet-5) faster than 1000
-    (cache-sized activations), with the same logits."""
+    (cache-sized activations), with the same logits there (a GPU may pick other kernels per
+    batch size; the batch size is fixed, so results stay deterministic on one machine)."""
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     model.to(dev).to(memory_format=torch.channels_last).eval()

@@ -176,6 +176,27 @@ def test_a_file_changed_after_verification_is_refused_when_read(pristine, tmp_pa
         result.logits(Population.nds())
 
 
+def test_evaluations_with_other_numerics_are_redone_here_or_refused_for_a_foreign_cache(pristine, tmp_path, data_dir):
+    """An evaluation record computed under other numerics is recomputed; a cache keyed by another
+    machine's numerics is never evaluated here."""
+    from kdfair_utils.evaluations import ensure_evaluated
+    from kdfair_utils.train import numerics
+
+    runs = fresh_copy(pristine, tmp_path)
+    nds = [s for s in pristine[1].specs if s.role == "nds"][0]
+    path = eval_file(runs, nds, pristine, "json")
+    record = unseal(load_json(path))
+    save_json(path, seal({**record, "numerics": {**record["numerics"], "threads": 7}}))
+    result = run_grid(CFG, runs_dir=runs, data_dir=data_dir, device="cpu", progress=False)
+    assert result.trained == [] and list(result.evaluated) == [nds.key]
+    assert "computed with other numerics" in result.evaluated[nds.key]
+    path.unlink()
+    foreign = {**numerics("cpu", "auto"), "device": "cuda"}
+    with pytest.raises(RuntimeError, match="evaluate them where they were trained"):
+        ensure_evaluated([nds], result.meta, result.dataset, result.eval_dir.name * 4, runs, device="cpu",
+                         precision="auto", expected_numerics=foreign, progress=False)
+
+
 def test_models_trained_on_other_data_are_retrained(pristine, tmp_path, data_dir):
     runs = fresh_copy(pristine, tmp_path)
     nds = [s for s in pristine[1].specs if s.role == "nds"][0]
@@ -194,13 +215,13 @@ def test_a_corrupted_data_cache_is_regenerated_and_a_replaced_one_detected(tmp_p
     path = next((local / "trifeature").glob("trifeature-*.npz"))
     truncate(path)
     again = trifeature_arrays(spec, local)
-    assert "regenerating the Trifeature data cache" in capsys.readouterr().out
+    assert "regenerating the Trifeature data cache" in capsys.readouterr().err
     assert all(np.array_equal(again[k], original[k]) and np.array_equal(again[k], reference[k]) for k in original)
     other = trifeature_spec({**CFG.data_options, "seed": 1})  # a valid file of another spec, renamed
     trifeature_arrays(other, local)
     shutil.copy(local / "trifeature" / f"trifeature-{config_key(other.to_dict())}.npz", path)
     again = trifeature_arrays(spec, local)
-    assert "it holds data of another spec" in capsys.readouterr().out
+    assert "it holds other data" in capsys.readouterr().err
     assert np.array_equal(again["images"], original["images"])
 
 

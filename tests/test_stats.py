@@ -67,6 +67,19 @@ def test_welch_significant_is_exactly_p_below_the_level(na, nb, significance):
     assert ((t > sps.norm.isf(significance / 2)) & (t < sps.t.isf(significance / 2, min(na, nb) - 1))).any()
 
 
+def test_welch_significant_edge_cases_match_the_exact_test():
+    """Variances that underflow to 0 in a non-constant column (t = ±inf, df undefined: p NaN, not
+    counted), a level so small that its half underflows, and a bad level."""
+    a = np.array([[0.0, 0.0], [5e-324, 1.0], [0.0, 2.0]])
+    b = np.array([[1.0, 5.0], [1.0, 6.0], [1.0, 7.0]])
+    with np.errstate(invalid="ignore"):
+        for level in (0.05, 5e-324):
+            assert np.array_equal(st.welch_significant(a, b, level), st.welch_ttest(a, b)["p"] < level)
+    assert not st.welch_significant(a, b, 0.05)[0]
+    with pytest.raises(ValueError, match="significance must be < 1"):
+        st.welch_significant(a, b, 1.5)
+
+
 def test_corrections_equal_references():
     rng = np.random.default_rng(2)
     p = np.concatenate([rng.random(40), rng.random(10) * 0.01])
