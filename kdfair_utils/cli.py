@@ -85,7 +85,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     result = run_grid_workers(cfg, workers=args.workers, executor=args.executor, cluster=args.cluster, slurm=slurm,
                               runs_dir=args.runs_dir, data_dir=args.data_dir, device=args.device,
                               precision=args.precision, engine=args.engine, population_size=args.population_size,
-                              progress=not args.quiet)
+                              progress=not args.quiet, download=args.download)
     precision = (resolve_precision(args.precision, args.device) if args.executor == "local"
                  else f"{args.precision} (resolved by each worker)")
     print(f"profile {args.profile}, experiment {args.experiment}: {cfg.dataset}/{cfg.label}, {cfg.teacher} -> "
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(g)
     g.add_argument("--experiment", default="main", choices=EXPERIMENTS,
                    help="which grid of the profile: main (notebooks 02-06) or class_bias (notebook 03's 100 classes)")
+    g.add_argument("--download", action="store_true",
+                   help="fetch a missing data set where a public source exists (CIFAR, SVHN, CelebA; needs internet)")
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (part of the cache key; "
                         "the notebooks use auto)")

@@ -382,7 +382,8 @@ def load_cifar(name: str, *, label: str | None = None, data_dir: str | Path | No
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         cls(str(root), train=True, download=True)
     if not (root / folder).exists():
-        raise FileNotFoundError(f"{root / folder} not found; pass download=True (needs internet)")
+        raise FileNotFoundError(f"{root / folder} not found (the python version torchvision downloads, unpacked "
+                                f"there); pass download=True (`kdfair grid --download`; needs internet)")
 
     def read(files: list[str]) -> Split:
         images, labels, coarse = [], [], []
@@ -423,7 +424,8 @@ def load_svhn(*, label: str | None = None, data_dir: str | Path | None = None, d
     def read(split: str) -> Split:
         path = root / f"{split}_32x32.mat"
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found; pass download=True (needs internet)")
+            raise FileNotFoundError(f"{path} not found (the .mat files torchvision downloads); pass download=True "
+                                    f"(`kdfair grid --download`; needs internet)")
         mat = loadmat(path)
         images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1))).astype(np.uint8)
         labels = mat["y"].astype(np.int64).ravel() % 10

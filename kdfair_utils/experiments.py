@@ -39,6 +39,13 @@ Trifeature shape with the quick profile:
   the 5 students share the 2 teachers, which the report's cluster bootstrap accounts for);
 * ``paper`` has the paper's design — 5 teachers, 5 student seeds, T = 1..10 and 20, 30, 40 for
   fairness, T = 2..10 for class bias — at Trifeature scale, with longer schedules; it is for a GPU.
+
+The paper's image experiments on real data (:data:`REAL_DATA_PROFILES`; ``kdfair grid`` only so
+far, the notebook series runs on Trifeature): ``cifar100`` (ResNet-56 → ResNet-20),
+``tinyimagenet`` and ``imagenet`` (ResNet-50 → ResNet-18 at 64 px) — class bias over T = 2..10,
+one grid serving both experiments — and ``celeba`` (ResNet-50 → ResNet-18, label *smiling*,
+attributes *young* and *male*, T = 1..10, 20, 30, 40), which has no class-bias experiment
+(``Profile.class_bias`` is None: a binary task). Their recipes are ours (see below).
 """
 
 from __future__ import annotations
@@ -96,9 +103,10 @@ class AnalysisConfig:
             raise ValueError(f"analysis.input_distance must be one of {INPUT_DISTANCES}, got {self.input_distance!r}")
         for name in _ANALYSIS_TUPLES:
             values = getattr(self, name)
-            if (not isinstance(values, tuple) or not values or not all(isinstance(v, str) for v in values)
+            if (not isinstance(values, tuple) or not all(isinstance(v, str) for v in values)
                     or len(set(values)) != len(values)):
-                raise ValueError(f"analysis.{name} must be distinct attribute names, got {values!r}")
+                raise ValueError(f"analysis.{name} must be distinct attribute names (none: no group fairness, "
+                                 f"resp. no counterfactual pairs), got {values!r}")
 
     def table_options(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`~kdfair_utils.grid.GridResult.table` these settings imply."""
@@ -113,23 +121,30 @@ class Profile:
 
     name: str
     main: GridConfig
-    class_bias: GridConfig
+    class_bias: GridConfig | None  # None: the profile has no separate class-bias task (CelebA)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        """The experiments this profile has, in :data:`EXPERIMENTS` order."""
+        return tuple(name for name in EXPERIMENTS if getattr(self, name) is not None)
 
     def experiment(self, name: str) -> GridConfig:
         if name not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+        if getattr(self, name) is None:
+            raise ValueError(f"profile {self.name!r} has no {name} experiment; it has: {', '.join(self.experiments)}")
         return getattr(self, name)
 
     def validate(self) -> None:
-        for name in EXPERIMENTS:
+        for name in self.experiments:
             try:
                 self.experiment(name).validate()
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         self.analysis.validate()
         for name in ("attributes", "twin_attributes"):
-            for experiment in EXPERIMENTS:
+            for experiment in self.experiments:
                 grid = self.experiment(experiment)
                 known = (dataset_attributes(grid.dataset, grid.data_options) if name == "attributes"
                          else TWIN_ATTRIBUTES.get(grid.dataset, ()))
@@ -161,6 +176,7 @@ class Profile:
                 analysis[rest] = tuple(value) if isinstance(value, (list, tuple)) else (
                     (value,) if rest in _ANALYSIS_TUPLES else value)
             elif head in EXPERIMENTS:
+                self.experiment(head)  # refused for an experiment this profile does not have
                 _check_grid_key(rest, key)
                 grids[head][rest] = value
             else:
@@ -170,11 +186,12 @@ class Profile:
                                      f"{' or '.join(f'{name}.{key}' for name in EXPERIMENTS)}")
                 bare[key] = value
         for key, value in bare.items():  # an experiment-prefixed value wins over a bare one
-            for name in EXPERIMENTS:
+            for name in self.experiments:
                 if key not in grids[name]:
                     grids[name][key] = _within_window(name, value) if key == "temperatures" else value
-        return Profile(self.name, **{name: self.experiment(name).replace(**grids[name]) for name in EXPERIMENTS},
-                       analysis=dataclasses.replace(self.analysis, **analysis))
+        changed = {name: self.experiment(name).replace(**grids[name]) if name in self.experiments else None
+                   for name in EXPERIMENTS}
+        return dataclasses.replace(self, **changed, analysis=dataclasses.replace(self.analysis, **analysis))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -250,10 +267,52 @@ _PAPER = GridConfig(
     teacher_seeds=(0, 1, 2, 3, 4), seeds=(0, 1, 2, 3, 4),
     temperatures=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40),
 )
+# The paper's image experiments on real data. The architectures, temperatures and seed counts are
+# the paper's; the recipes are ours (its Appendix C was not retrievable): SGD with Nesterov
+# momentum 0.9 and weight decay 5e-4, random flips and translations, the same recipe for teacher,
+# NDS and DS, and the gradient-norm cap that high-T distillation needs. CIFAR-100 follows the
+# RepDistiller recipe (240 epochs, lr 0.05, batch 64) with our step schedule (÷10 at 50 % and 75 %
+# of training; RepDistiller decays at epochs 150, 180 and 210).
+_T_CLASS_BIAS = (2, 3, 4, 5, 6, 7, 8, 9, 10)  # Table 1
+_T_FAIRNESS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40)  # Fig. 4-5, Table 2
+_FIVE = (0, 1, 2, 3, 4)
+
+
+def _real(dataset: str, teacher: str, student: str, recipe: TrainConfig, temperatures: tuple,
+          **fields: Any) -> GridConfig:
+    student_recipe = dataclasses.replace(recipe, grad_clip=20.0)
+    return GridConfig(dataset=dataset, teacher=teacher, student=student, teacher_train=recipe,
+                      student_train=student_recipe, teacher_seeds=_FIVE, seeds=_FIVE, temperatures=temperatures,
+                      **fields)
+
+
+_CIFAR100 = _real("cifar100", "resnet56", "resnet20",
+                  TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="step", augment="flip_translate"),
+                  _T_CLASS_BIAS, label="class", data_options={})
+_TINY = _real("tinyimagenet", "resnet50", "resnet18",
+              TrainConfig(epochs=90, batch_size=128, lr=0.1, schedule="step", augment="flip_translate"),
+              _T_CLASS_BIAS, label="class", data_options={"image_size": 64})
+_IMAGENET = _real("imagenet", "resnet50", "resnet18",
+                  TrainConfig(epochs=40, batch_size=256, lr=0.1, schedule="cosine", warmup_epochs=2,
+                              augment="flip_translate"),
+                  _T_CLASS_BIAS, label="class", data_options={"image_size": 64})
+_CELEBA = _real("celeba", "resnet50", "resnet18",
+                TrainConfig(epochs=20, batch_size=128, lr=0.05, schedule="cosine", augment="flip_translate"),
+                _T_FAIRNESS, label="smiling",
+                data_options={"image_size": 64, "attributes": ("young", "male"), "undersample": True, "seed": 0})
+_NO_PAIRS = AnalysisConfig(attributes=(), twin_attributes=())
+REAL_DATA_PROFILES = ("cifar100", "tinyimagenet", "imagenet", "celeba")
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, TrainConfig(epochs=20, lr=0.05, batch_size=64))),
     "paper": Profile("paper", _PAPER, _class_bias_grid(_PAPER, TrainConfig(epochs=60, lr=0.05, batch_size=64)),
                      AnalysisConfig(null_splits=1000)),
+    # class bias (Table 1): one grid serves both experiments (the same keys, trained once)
+    "cifar100": Profile("cifar100", _CIFAR100, _CIFAR100, _NO_PAIRS),
+    "tinyimagenet": Profile("tinyimagenet", _TINY, _TINY, _NO_PAIRS),
+    "imagenet": Profile("imagenet", _IMAGENET, _IMAGENET, _NO_PAIRS),
+    # group fairness (Fig. 4-5, Table 2): a binary task, so no class-bias experiment
+    "celeba": Profile("celeba", _CELEBA, None, AnalysisConfig(attributes=("young", "male"), twin_attributes=())),
 }
 
 

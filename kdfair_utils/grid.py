@@ -595,7 +595,8 @@ def environment(device: str) -> dict[str, Any]:
 
 def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
              device: str = "auto", progress: bool = True, precision: str = "auto", engine: str = "population",
-             population_size: int | None = None, numerics_as: dict[str, Any] | None = None) -> GridResult:
+             population_size: int | None = None, numerics_as: dict[str, Any] | None = None,
+             download: bool = False) -> GridResult:
     """Train (or load) every model of the grid; returns a :class:`GridResult`.
 
     Every argument is checked first (``ValueError`` naming it, before anything is generated,
@@ -606,7 +607,8 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     ``population_size`` and ``precision``: see the module docstring and
     :func:`~kdfair_utils.train.resolve_precision`. ``numerics_as`` reads a cache that was trained
     elsewhere (e.g. by GPU workers, :mod:`kdfair_utils.scaleout`): models keyed by those numerics,
-    trained (and evaluated) nowhere here; a missing one is a ``RuntimeError``.
+    trained (and evaluated) nowhere here; a missing one is a ``RuntimeError``. ``download``: fetch a
+    missing data set where a public source exists (:func:`~kdfair_utils.datasets.load_dataset`).
     """
     from tqdm.auto import tqdm
 
@@ -627,7 +629,8 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     if missing and not writable:
         raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(missing)} model(s) are not cached "
                          f"there (e.g. {missing[0].dirname})")
-    data = load_dataset(cfg.dataset, cfg.label, data_dir=data_dir, **cfg.data_options)
+    data = load_dataset(cfg.dataset, cfg.label, data_dir=data_dir, download=check_bool(download, "download"),
+                        **cfg.data_options)
     data_sha, eval_sha = train_sha256(data), eval_sha256(data)
     folders = {s.key: models_dir / s.dirname for s in specs}
     meta: dict[str, dict[str, Any]] = {}

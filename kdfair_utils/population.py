@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from .checks import SEED_RANGE, check_int
 from .distill import KDLoss, check_logits
 from .models import CIFAR_RESNET_DEPTHS
-from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, build_optimizer, check_training_data,
+from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, build_optimizer, check_training_data, resident,
                     exact_fp32, record_epoch_loss, resolve_device, resolve_precision)
 
 PACKABLE = tuple(f"resnet{d}" for d in CIFAR_RESNET_DEPTHS) + ("lenet5",)
@@ -246,7 +246,7 @@ def train_population(models: Sequence[nn.Module], members: Sequence[Member], ima
     p = len(models)
     single = models[0]
     packed = pack(models).to(dev).to(memory_format=torch.channels_last).train()
-    x_all = torch.as_tensor(images, device=dev)
+    x_all = resident(images, dev)
     # Normalise the training set once instead of every batch, where every model (and teacher) has
     # the same input statistics (always so in a grid): the same elementwise arithmetic, in the
     # same order, so bit-identical inputs; flips and shifts commute with it. Under bf16 autocast

@@ -24,7 +24,7 @@ from typing import Any
 
 from .cache import save_json
 from .checks import check_device, check_dir_path, check_number, check_writable_dir
-from .experiments import EXPERIMENTS, Profile, get_profile
+from .experiments import Profile, get_profile
 from .grid import model_specs
 from .paths import checkout_dir, default_data_dir, default_runs_dir
 from .report import write_report
@@ -47,7 +47,8 @@ def series_notebooks(folder: Path | None = None) -> list[Path]:
 
 def expected_models(profile: Profile, device: str = "auto") -> list[str]:
     """Cache folder names of every model the profile's experiments train (each once)."""
-    return sorted({s.dirname for name in EXPERIMENTS for s in model_specs(profile.experiment(name), device=device)})
+    return sorted({s.dirname for name in profile.experiments
+                   for s in model_specs(profile.experiment(name), device=device)})
 
 
 def machine_description(device: str) -> str:
@@ -83,6 +84,9 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     from tqdm.auto import tqdm
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
+    if any(resolved.experiment(e).dataset != "trifeature" for e in resolved.experiments):
+        raise ValueError(f"profile {profile!r}: the notebook series runs on Trifeature profiles only so far; train "
+                         f"this profile's grids with `kdfair grid --profile {profile}` (and --experiment class_bias)")
     check_device(device)
     if cell_timeout is not None:
         check_number(cell_timeout, "cell_timeout", minimum=0, min_inclusive=False)

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .checks import check_choice, check_int, check_number
+from .checks import check_bool, check_choice, check_int, check_number
 from .grid import GridConfig, GridResult, run_grid
 
 EXECUTORS = ("local", "submitit")
@@ -51,7 +51,7 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
                      slurm: dict[str, Any] | None = None, runs_dir: str | Path | None = None,
                      data_dir: str | Path | None = None, device: str = "auto", precision: str = "auto",
                      engine: str = "population", population_size: int | None = None,
-                     progress: bool = True) -> GridResult:
+                     progress: bool = True, download: bool = False) -> GridResult:
     """Train ``cfg`` with ``workers`` workers on one cache and return the loaded grid.
 
     ``executor="local"`` runs the grid in this process (``workers`` must be 1);
@@ -62,7 +62,8 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
     defaults to a day). ``device`` and ``precision`` are resolved on each worker (``auto``: a
     GPU where the worker has one); this process then reads the models the workers keyed, on
     any device, training nothing. Job logs go to ``<runs>/submitit/``. Every argument is
-    checked before anything is submitted.
+    checked before anything is submitted. ``download`` fetches a missing data set first (here,
+    once, before any worker starts).
     """
     import torch
 
@@ -95,7 +96,11 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
     options = {"runs_dir": str(runs), "data_dir": None if data_dir is None else str(data_dir), "device": device,
                "precision": precision, "engine": engine, "population_size": population_size}
     if executor == "local":
-        return run_grid(cfg, progress=progress, **options)
+        return run_grid(cfg, progress=progress, download=check_bool(download, "download"), **options)
+    if check_bool(download, "download"):
+        from .datasets import load_dataset
+
+        load_dataset(cfg.dataset, cfg.label, data_dir=data_dir, download=True, **cfg.data_options)
     try:
         import submitit
     except ImportError:

@@ -268,7 +268,7 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     model.to(dev).to(memory_format=torch.channels_last).train()
     if teacher is not None:
         teacher.to(dev).to(memory_format=torch.channels_last).eval()
-    x_all = torch.as_tensor(images, device=dev)
+    x_all = resident(images, dev)
     y_all = torch.as_tensor(labels, dtype=torch.long, device=dev)
     t_all = torch.as_tensor(teacher_logits, dtype=torch.float32, device=dev) if teacher_logits is not None else None
 
@@ -326,6 +326,17 @@ def _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, p
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
 
 
+def resident(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``images`` as a tensor on ``device`` (training keeps its data resident there). A
+    read-only array, such as a memory-mapped prepared data set, is wrapped without a copy on the
+    CPU; nothing ever writes to it, so torch's warning about non-writable arrays is silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(images, device=device)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.device = "auto",
                    batch_size: int = 256, precision: str = "auto") -> np.ndarray:
@@ -338,7 +349,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.
     model.to(dev).to(memory_format=torch.channels_last).eval()
     outs = []
     for start in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[start:start + batch_size], device=dev).float().div_(255.0)
+        x = resident(images[start:start + batch_size], dev).float().div_(255.0)
         with _autocast(dev, precision), exact_fp32(dev, precision):
             outs.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
