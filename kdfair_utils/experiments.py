@@ -193,6 +193,13 @@ class Profile:
                    for name in EXPERIMENTS}
         return dataclasses.replace(self, **changed, analysis=dataclasses.replace(self.analysis, **analysis))
 
+    def check_series(self) -> None:
+        """``ValueError`` unless the notebook series can run on this profile: so far its lessons
+        are written for Trifeature (the real-data profiles train with ``kdfair grid`` only)."""
+        if any(self.experiment(e).dataset != "trifeature" for e in self.experiments):
+            raise ValueError(f"profile {self.name!r}: the notebook series runs on Trifeature profiles only so far; "
+                             f"train this profile's grids with `kdfair grid --profile {self.name}`")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

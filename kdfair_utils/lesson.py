@@ -89,6 +89,7 @@ def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | Non
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"OVERRIDES must be a dict of dotted field names, got {overrides!r}")
     resolved = get_profile(profile, overrides)
+    resolved.check_series()
     dev = check_device(device, "DEVICE")
     runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir ($KDFAIR_RUNS)")
     data = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir ($KDFAIR_DATA)")

@@ -84,9 +84,7 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     from tqdm.auto import tqdm
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
-    if any(resolved.experiment(e).dataset != "trifeature" for e in resolved.experiments):
-        raise ValueError(f"profile {profile!r}: the notebook series runs on Trifeature profiles only so far; train "
-                         f"this profile's grids with `kdfair grid --profile {profile}` (and --experiment class_bias)")
+    resolved.check_series()
     check_device(device)
     if cell_timeout is not None:
         check_number(cell_timeout, "cell_timeout", minimum=0, min_inclusive=False)

@@ -66,11 +66,15 @@ def test_grid_without_the_data_says_where_to_get_it_and_writes_nothing(name, hin
 
 
 def test_the_series_refuses_a_real_data_profile_before_anything_runs(tmp_path, capsys):
+    from kdfair_utils.lesson import setup
+
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--profile", "cifar100", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     assert exit_.value.code == 2
     assert "runs on Trifeature profiles only so far" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="runs on Trifeature profiles only so far"):  # a notebook run alone
+        setup("04_group_fairness", "celeba", runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("name,make", [("cifar100", make_cifar100), ("tinyimagenet", make_tiny),
