@@ -18,6 +18,10 @@ the test suite runs so that this script cannot rot; its sizes and models are tin
 3. **Projection** of the paper's CIFAR-100 Table 1 grid (5 ResNet-56 teachers, 5 NDS and 9 T × 5
    DS ResNet-20 students, 240 epochs of 50,000 images, flip + 4-pixel translate): measured
    ResNet-56 and population ResNet-20 (5 teachers run once per batch stream) rates, scaled.
+4. **Projection of the real-data profiles** (``tinyimagenet``, ``imagenet``, ``celeba``: ResNet-50 →
+   ResNet-18 at 64 px, which train one model at a time): measured rates of a ResNet-50 teacher, a
+   ResNet-18 NDS and a ResNet-18 distilled from a ResNet-50 (teacher run on every augmented
+   batch), scaled by each profile's grid, epochs and training-set size (:data:`REAL_TRAIN_IMAGES`).
 
 Usage: python benchmarks/gpu_check.py [--device cuda] [--out gpu_check.json] [--reduced]
 Exit status 1 if the agreement check fails.
@@ -39,6 +43,9 @@ import torch
 ACCURACY_POINTS = 3.0   # largest difference of a population's mean test accuracy (points)
 STEP_TOLERANCE = 1e-4   # largest weight difference after one packed fp32 step (TF32 off)
 PAPER_TABLE1 = {"teachers": 5, "students": 5 + 9 * 5, "epochs": 240, "images": 50_000}
+# training images per real-data profile (CelebA: the training split balanced on Smiling, about
+# 2 x 48 % of 162,770; an estimate until measured on the data)
+REAL_TRAIN_IMAGES = {"tinyimagenet": 100_000, "imagenet": 1_281_167, "celeba": 156_000}
 
 
 def _sync(device: str) -> None:
@@ -100,24 +107,26 @@ def one_step(device: str) -> float:
 
 
 def throughput(arch: str, teacher_arch: str | None, members: int, *, device: str, images: int, classes: int,
-               augment: str, streams: int, epochs: int = 1) -> dict:
-    """Train model-images/s of one model (``train_model``) and of ``members`` packed together."""
+               augment: str, streams: int, epochs: int = 1, size: int = 32, population: bool = True) -> dict:
+    """Train model-images/s of one model (``train_model``) and, with ``population``, of ``members``
+    packed together, on synthetic ``size``-pixel images."""
     from kdfair_utils.distill import KDLoss
     from kdfair_utils.models import build_model
     from kdfair_utils.population import Member, train_population
     from kdfair_utils.train import TrainConfig, channel_stats, seed_everything, train_model, with_normalization
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8)
+    x = rng.integers(0, 256, (images, 3, size, size), dtype=np.uint8)
     y = rng.integers(0, classes, images)
     cfg = TrainConfig(epochs=epochs, batch_size=128, augment=augment, grad_clip=20.0)
     seed_everything(0)
-    teacher = None if teacher_arch is None else with_normalization(build_model(teacher_arch, classes), x)
+    teacher = (None if teacher_arch is None
+               else with_normalization(build_model(teacher_arch, classes, image_size=size), x))
 
     stats = channel_stats(x)
 
     def model():
-        return with_normalization(build_model(arch, classes), x, stats)
+        return with_normalization(build_model(arch, classes, image_size=size), x, stats)
 
     def member(i):
         if teacher is None:
@@ -141,10 +150,36 @@ def throughput(arch: str, teacher_arch: str | None, members: int, *, device: str
         return time.perf_counter() - start
 
     out = {}  # training only: the models are built before each clock starts
-    for name, fn, count in (("single", run_single, 1), ("population", run_population, members)):
+    runs = (("single", run_single, 1),) + ((("population", run_population, members),) if population else ())
+    for name, fn, count in runs:
         fn()  # warm-up (kernel selection, allocator)
         out[f"{name}_img_per_s"] = images * epochs * count / fn()
-    out["population_speedup"] = out["population_img_per_s"] / out["single_img_per_s"]
+    if population:
+        out["population_speedup"] = out["population_img_per_s"] / out["single_img_per_s"]
+    return out
+
+
+def real_profile_projection(device: str, reduced: bool) -> dict:
+    """Hours of each real-data profile's main grid at the measured one-model rates (reduced: tiny
+    stand-in models and images, a smoke test whose hours mean nothing)."""
+    from kdfair_utils.experiments import get_profile
+
+    cfg = get_profile("tinyimagenet").main  # the three share architectures and image size
+    teacher, student = ("resnet8", "lenet5") if reduced else (cfg.teacher, cfg.student)
+    size, n = (16, 64) if reduced else (cfg.data_options["image_size"], 2_000)
+    common = {"device": device, "images": n, "classes": 1000, "augment": "flip_translate", "streams": 1,
+              "size": size, "population": False}
+    rates = {"teacher": throughput(teacher, None, 1, **common)["single_img_per_s"],
+             "nds": throughput(student, None, 1, **common)["single_img_per_s"],
+             "ds": throughput(student, teacher, 1, **common)["single_img_per_s"]}
+    out: dict = {"rates_img_per_s": rates, "models": f"{teacher} -> {student} at {size} px", "profiles": {}}
+    for name, images in REAL_TRAIN_IMAGES.items():
+        grid = get_profile(name).main
+        seconds = (len(grid.teacher_seeds) * grid.teacher_train.epochs * images / rates["teacher"]
+                   + len(grid.seeds) * grid.student_train.epochs * images / rates["nds"]
+                   + len(grid.seeds) * len(grid.temperatures) * grid.student_train.epochs * images / rates["ds"])
+        out["profiles"][name] = {"hours": seconds / 3600, "models": len(grid.teacher_seeds)
+                                 + len(grid.seeds) * (1 + len(grid.temperatures))}
     return out
 
 
@@ -205,8 +240,13 @@ def main() -> int:
           f"students, {t['epochs']} epochs × {t['images']:,} images): {projection['total_hours']:.1f} h with "
           f"populations ({projection['teachers_hours']:.1f} h teachers), "
           f"{projection['one_at_a_time_hours']:.1f} h one model at a time")
+    real = real_profile_projection(device, a.reduced)
+    print(f"one model at a time, {real['models']}: teacher {real['rates_img_per_s']['teacher']:,.0f}, NDS "
+          f"{real['rates_img_per_s']['nds']:,.0f}, DS {real['rates_img_per_s']['ds']:,.0f} img/s")
+    for name, row in real["profiles"].items():
+        print(f"projected {name} profile grid ({row['models']} models, one at a time): {row['hours']:.1f} h")
     summary = {"info": info, "agreement": check, "throughput": speed, "projection": projection,
-               "seconds": time.perf_counter() - started, "reduced": a.reduced}
+               "real_profiles": real, "seconds": time.perf_counter() - started, "reduced": a.reduced}
     if a.out:
         Path(a.out).write_text(json.dumps(summary, indent=2))
     verdict = "done (throughput only)" if a.throughput_only else ("passed" if check["passed"] else "FAILED")

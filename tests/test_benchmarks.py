@@ -36,6 +36,17 @@ def test_gpu_check_reduced_on_cpu(tmp_path):
     hours = summary["projection"]
     assert hours["total_hours"] == pytest.approx(hours["teachers_hours"] + hours["students_hours"])
     assert hours["teachers_hours"] > 0
+    real = summary["real_profiles"]
+    assert set(real["profiles"]) == {"tinyimagenet", "imagenet", "celeba"}
+    assert all(row["hours"] > 0 for row in real["profiles"].values())
+    assert real["profiles"]["celeba"]["models"] == 5 + 5 * 14  # 5 teachers, 5 NDS, 13 T x 5 DS
+    # hours scale with the training-set size at the same recipe: ImageNet's grid / Tiny ImageNet's
+    from kdfair_utils.experiments import get_profile
+
+    ratio = (1_281_167 * get_profile("imagenet").main.student_train.epochs) / (
+        100_000 * get_profile("tinyimagenet").main.student_train.epochs)
+    assert real["profiles"]["imagenet"]["hours"] / real["profiles"]["tinyimagenet"]["hours"] == pytest.approx(
+        ratio, rel=0.05)
     assert f"gpu check {'passed' if summary['agreement']['passed'] else 'FAILED'}" in proc.stdout
 
 
