@@ -25,9 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-T = TypeVar("T")
-
 import numpy as np
+
+T = TypeVar("T")
 
 TMP_GLOB = ".*.tmp"
 

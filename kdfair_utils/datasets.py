@@ -166,8 +166,7 @@ def load_image_folder(name: str, label: str | None = None, *, data_dir: Path, do
         imf.download_celeba(data_dir)
     imf.check_present(name, data_dir)
     if name == "celeba":
-        return imf.load_celeba(data_dir, label=label or "smiling", progress=progress,
-                               **{k: tuple(v) if k == "attributes" else v for k, v in options.items()})
+        return imf.load_celeba(data_dir, label=label or "smiling", progress=progress, **options)
     loader = imf.load_tinyimagenet if name == "tinyimagenet" else imf.load_imagenet
     return loader(data_dir, progress=progress, **options)
 

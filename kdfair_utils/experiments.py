@@ -308,7 +308,6 @@ _CELEBA = _real("celeba", "resnet50", "resnet18",
                 _T_FAIRNESS, label="smiling",
                 data_options={"image_size": 64, "attributes": ("young", "male"), "undersample": True, "seed": 0})
 _NO_PAIRS = AnalysisConfig(attributes=(), twin_attributes=())
-REAL_DATA_PROFILES = ("cifar100", "tinyimagenet", "imagenet", "celeba")
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, TrainConfig(epochs=20, lr=0.05, batch_size=64))),
@@ -321,6 +320,7 @@ PROFILES: dict[str, Profile] = {
     # group fairness (Fig. 4-5, Table 2): a binary task, so no class-bias experiment
     "celeba": Profile("celeba", _CELEBA, None, AnalysisConfig(attributes=("young", "male"), twin_attributes=())),
 }
+REAL_DATA_PROFILES = tuple(name for name, p in PROFILES.items() if p.main.dataset != "trifeature")
 
 
 def get_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:

@@ -104,10 +104,10 @@ class GridConfig:
         share a population label)."""
         if not isinstance(self.label, str):
             raise ValueError(f"label must be a label name such as 'shape', got {self.label!r}")
-        dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
+        data = dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
         check_choice(self.teacher, "teacher", MODELS)
         check_choice(self.student, "student", MODELS)
-        size = dataset_config(self.dataset, self.label, **self.data_options).get("image_size", 32)
+        size = data.get("image_size", 32)
         check_image_size(self.teacher, size)
         check_image_size(self.student, size)
         for name in ("teacher_train", "student_train"):
