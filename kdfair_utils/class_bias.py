@@ -115,11 +115,14 @@ def class_bias_test(y_true: Any, preds_a: Any, preds_b: Any, *, significance: fl
     class: means and difference (b − a) of the normalised class accuracy with its Welch 95 %
     interval (``ci_low``, ``ci_high``), t (of a − b, as scipy), df, p, BH- and Holm-adjusted
     p, ``significant`` (raw p < significance) and ``status``. ``counts``: raw (the paper's
-    #SC/#TC), BH and Holm.
+    #SC/#TC), BH and Holm. The classes are ``n_classes``, else one per name of ``class_names``,
+    else 0 to the largest label or prediction (a class nobody predicts or shows may be missing).
     """
     check_significance(significance)
     y = np.asarray(y_true)
     pa, pb = _check_preds("preds_a", preds_a, len(y)), _check_preds("preds_b", preds_b, len(y))
+    if n_classes is None and class_names is not None:
+        n_classes = len(class_names)
     c = int(max(y.max(), pa.max(), pb.max()) + 1) if n_classes is None else int(n_classes)
     acc_a, ov_a = per_class_accuracy(y, pa, c)
     acc_b, ov_b = per_class_accuracy(y, pb, c)

@@ -40,12 +40,13 @@ Trifeature shape with the quick profile:
 * ``paper`` has the paper's design — 5 teachers, 5 student seeds, T = 1..10 and 20, 30, 40 for
   fairness, T = 2..10 for class bias — at Trifeature scale, with longer schedules; it is for a GPU.
 
-The paper's image experiments on real data (:data:`REAL_DATA_PROFILES`; ``kdfair grid`` only so
-far, the notebook series runs on Trifeature): ``cifar100`` (ResNet-56 → ResNet-20),
+The paper's image experiments on real data (:data:`REAL_DATA_PROFILES`): ``cifar100`` (ResNet-56 → ResNet-20),
 ``tinyimagenet`` and ``imagenet`` (ResNet-50 → ResNet-18 at 64 px) — class bias over T = 2..10,
 one grid serving both experiments — and ``celeba`` (ResNet-50 → ResNet-18, label *smiling*,
 attributes *young* and *male*, T = 1..10, 20, 30, 40), which has no class-bias experiment
-(``Profile.class_bias`` is None: a binary task). Their recipes are ours (see below).
+(``Profile.class_bias`` is None: a binary task). Their recipes are ours (see below). Without
+counterfactual twins, individual fairness pairs ``analysis.neighbour_pairs`` test images with
+their nearest neighbours.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any
 from .cache import config_key
 from .grid import GridConfig
 from .class_bias import NORMALIZATIONS
-from .individual_fairness import INPUT_DISTANCES, OUTPUT_DISTANCES
+from .individual_fairness import INPUT_DISTANCES, NEIGHBOURS, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
 from .checks import SEED_RANGE, check_choice, check_int, check_significance
@@ -86,6 +87,7 @@ class AnalysisConfig:
     permutations: int = 1000                          # within-seed orderings of the trend tests over T
     bootstrap_draws: int = 200                        # seed resamples behind each verdict's support
     inference_seed: int = 0                           # seeds the shuffles, orderings and resamples
+    neighbour_pairs: int = 0                          # test images paired with their nearest neighbour (0: none)
 
     def validate(self) -> None:
         check_significance(self.significance, "analysis.significance")
@@ -96,6 +98,7 @@ class AnalysisConfig:
         check_int(self.permutations, "analysis.permutations", minimum=1)
         check_int(self.bootstrap_draws, "analysis.bootstrap_draws", minimum=1)
         check_int(self.inference_seed, "analysis.inference_seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+        check_int(self.neighbour_pairs, "analysis.neighbour_pairs", minimum=0)
         if self.output_distance not in OUTPUT_DISTANCES:
             raise ValueError(f"analysis.output_distance must be one of {OUTPUT_DISTANCES}, "
                              f"got {self.output_distance!r}")
@@ -108,11 +111,18 @@ class AnalysisConfig:
                 raise ValueError(f"analysis.{name} must be distinct attribute names (none: no group fairness, "
                                  f"resp. no counterfactual pairs), got {values!r}")
 
+    @property
+    def pair_kinds(self) -> tuple[str, ...]:
+        """The pairs of the individual-fairness metrics: each twin attribute, and ``nn`` (nearest
+        neighbours, :data:`~kdfair_utils.individual_fairness.NEIGHBOURS`) when ``neighbour_pairs`` > 0."""
+        return self.twin_attributes + ((NEIGHBOURS,) if self.neighbour_pairs else ())
+
     def table_options(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`~kdfair_utils.grid.GridResult.table` these settings imply."""
         return {"attributes": self.attributes, "twin_attributes": self.twin_attributes,
                 "output_distance": self.output_distance, "input_distance": self.input_distance,
-                "reference_draws": self.reference_draws, "reference_seed": self.inference_seed}
+                "reference_draws": self.reference_draws, "reference_seed": self.inference_seed,
+                "neighbour_pairs": self.neighbour_pairs}
 
 
 @dataclass(frozen=True)
@@ -192,13 +202,6 @@ class Profile:
         changed = {name: self.experiment(name).replace(**grids[name]) if name in self.experiments else None
                    for name in EXPERIMENTS}
         return dataclasses.replace(self, **changed, analysis=dataclasses.replace(self.analysis, **analysis))
-
-    def check_series(self) -> None:
-        """``ValueError`` unless the notebook series can run on this profile: so far its lessons
-        are written for Trifeature (the real-data profiles train with ``kdfair grid`` only)."""
-        if any(self.experiment(e).dataset != "trifeature" for e in self.experiments):
-            raise ValueError(f"profile {self.name!r}: the notebook series runs on Trifeature profiles only so far; "
-                             f"train this profile's grids with `kdfair grid --profile {self.name}`")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,18 +310,20 @@ _CELEBA = _real("celeba", "resnet50", "resnet18",
                 TrainConfig(epochs=20, batch_size=128, lr=0.05, schedule="cosine", augment="flip_translate"),
                 _T_FAIRNESS, label="smiling",
                 data_options={"image_size": 64, "attributes": ("young", "male"), "undersample": True, "seed": 0})
-_NO_PAIRS = AnalysisConfig(attributes=(), twin_attributes=())
+# No counterfactual twins on real data: individual fairness pairs 1,000 seeded test images with
+# their nearest neighbour in pixel space (the paper does not say which pairs it used).
+_NO_TWINS = AnalysisConfig(attributes=(), twin_attributes=(), neighbour_pairs=1000)
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, TrainConfig(epochs=20, lr=0.05, batch_size=64))),
     "paper": Profile("paper", _PAPER, _class_bias_grid(_PAPER, TrainConfig(epochs=60, lr=0.05, batch_size=64)),
                      AnalysisConfig(null_splits=1000)),
     # class bias (Table 1): one grid serves both experiments (the same keys, trained once)
-    "cifar100": Profile("cifar100", _CIFAR100, _CIFAR100, _NO_PAIRS),
-    "tinyimagenet": Profile("tinyimagenet", _TINY, _TINY, _NO_PAIRS),
-    "imagenet": Profile("imagenet", _IMAGENET, _IMAGENET, _NO_PAIRS),
+    "cifar100": Profile("cifar100", _CIFAR100, _CIFAR100, _NO_TWINS),
+    "tinyimagenet": Profile("tinyimagenet", _TINY, _TINY, _NO_TWINS),
+    "imagenet": Profile("imagenet", _IMAGENET, _IMAGENET, _NO_TWINS),
     # group fairness (Fig. 4-5, Table 2): a binary task, so no class-bias experiment
-    "celeba": Profile("celeba", _CELEBA, None, AnalysisConfig(attributes=("young", "male"), twin_attributes=())),
+    "celeba": Profile("celeba", _CELEBA, None, dataclasses.replace(_NO_TWINS, attributes=("young", "male"))),
 }
 REAL_DATA_PROFILES = tuple(name for name, p in PROFILES.items() if p.main.dataset != "trifeature")
 

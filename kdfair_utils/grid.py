@@ -314,7 +314,7 @@ class GridResult:
 
     def table(self, *, split: str = "test", attributes: Sequence[str] = (), twin_attributes: Sequence[str] = (),
               output_distance: str = "tv", input_distance: str = "l2", reference_draws: int = 0,
-              reference_seed: int = 0):
+              reference_seed: int = 0, neighbour_pairs: int = 0):
         """Every model as one tidy row (pandas): ``key, role, arch, T, seed, teacher_seed, split``
         and its metrics on ``split``:
 
@@ -326,18 +326,22 @@ class GridResult:
           for every model): ``<m>_ref_<a>`` (mean), ``<m>_ref_low_<a>``, ``<m>_ref_high_<a>`` (95 %
           of the draws) and ``<m>_excess_<a>`` (observed − reference mean);
         * per twin attribute a in ``twin_attributes``: ``lipschitz_<a>`` (mean D/d over each test
-          image and its counterfactual twin with a changed) and ``flip_rate_<a>`` (%).
+          image and its counterfactual twin with a changed) and ``flip_rate_<a>`` (%);
+        * with ``neighbour_pairs`` > 0: ``lipschitz_nn`` and ``flip_rate_nn``, the same over that
+          many test images (seeded by ``reference_seed``) each paired with its nearest other test
+          image under ``input_distance`` (:func:`~kdfair_utils.individual_fairness.knn_pairs`), for
+          data sets without twins.
 
         ``T``, ``teacher_seed`` are NaN where they do not apply. Computed once per argument set.
         """
         import pandas as pd
 
         from .group_fairness import multiclass_fairness, zero_disparity_reference
-        from .individual_fairness import flip_rate, lipschitz_ratio, softmax
+        from .individual_fairness import NEIGHBOURS, flip_rate, knn_pairs, lipschitz_ratio, neighbour_queries, softmax
         from .results import metric_column
 
         key = (split, tuple(attributes), tuple(twin_attributes), output_distance, input_distance, reference_draws,
-               reference_seed)
+               reference_seed, neighbour_pairs)
         if key in self._tables:
             return self._tables[key]
         self._check_split(split)
@@ -352,11 +356,16 @@ class GridResult:
                 raise ValueError(f"no counterfactual twins for {a!r} on {split!r} (needs split {name!r}); "
                                  f"splits: {', '.join(data.eval_splits())}")
         y = evaluated.labels
-        x = evaluated.images / 255.0
+        x = evaluated.images  # uint8 (perhaps memory-mapped): only the paired rows are scaled to [0, 1]
         # the twins in [0, 1], scaled once rather than once per population
         x_twins = {a: data.eval_splits()[name].images / 255.0 for a, name in twin_splits.items()}
         # row i of a twin split is the twin of image source[i] (all images in order by default)
         sources = {a: _twin_source(data.eval_splits()[name], len(y)) for a, name in twin_splits.items()}
+        x_sources = {a: x[src] / 255.0 for a, src in sources.items()}  # each twin's original, scaled once
+        if neighbour_pairs:
+            pairs = knn_pairs(evaluated.images, metric=input_distance,
+                              queries=neighbour_queries(len(y), neighbour_pairs, reference_seed))
+            x_pairs = (x[pairs[:, 0]] / 255.0, x[pairs[:, 1]] / 255.0)
         blocks = []
         for pop in self.populations():
             specs = self.models(pop)
@@ -383,16 +392,22 @@ class GridResult:
                     else:
                         cols[metric_column(metric, a)] = 100 * np.atleast_1d(multiclass_fairness(
                             y, preds, sensitive_features=groups, metric=metric, n_classes=data.num_classes))
-            if twin_attributes:
+            if twin_attributes or neighbour_pairs:
                 probs = softmax(logits)
             for a, name in twin_splits.items():
                 twin_logits = self.logits(pop, name)
                 src = sources[a]
                 cols[metric_column("lipschitz", a)] = np.atleast_1d(lipschitz_ratio(
-                    probs[:, src], softmax(twin_logits), x[src], x_twins[a], output=output_distance,
+                    probs[:, src], softmax(twin_logits), x_sources[a], x_twins[a], output=output_distance,
                     input=input_distance))
                 cols[metric_column("flip_rate", a)] = 100 * np.atleast_1d(flip_rate(preds[:, src],
                                                                                     twin_logits.argmax(-1)))
+            if neighbour_pairs:
+                first, second = pairs[:, 0], pairs[:, 1]
+                cols[metric_column("lipschitz", NEIGHBOURS)] = np.atleast_1d(lipschitz_ratio(
+                    probs[:, first], probs[:, second], *x_pairs, output=output_distance, input=input_distance))
+                cols[metric_column("flip_rate", NEIGHBOURS)] = 100 * np.atleast_1d(flip_rate(preds[:, first],
+                                                                                            preds[:, second]))
             blocks.append(pd.DataFrame(cols))
         table = pd.concat(blocks, ignore_index=True)
         table.attrs = {"task": self.config.label, "split": split,
@@ -408,9 +423,10 @@ class GridResult:
                                               ("ref_low", "zero-disparity reference, 2.5th percentile"),
                                               ("ref_high", "zero-disparity reference, 97.5th percentile"),
                                               ("excess", "minus its zero-disparity reference"))},
-                                       "lipschitz": f"mean D/d over counterfactual twins; D = {output_distance} on "
-                                                    f"softmax outputs, d = {input_distance} on pixels in [0, 1]",
-                                       "flip_rate": "share of counterfactual twins whose predicted class changes (%)"}}
+                                       "lipschitz": f"mean D/d over counterfactual twins (<a>) or nearest-neighbour "
+                                                    f"pairs (nn); D = {output_distance} on softmax outputs, "
+                                                    f"d = {input_distance} on pixels in [0, 1]",
+                                       "flip_rate": "share of pairs whose predicted class changes (%)"}}
         self._tables[key] = table
         return table
 

@@ -5,7 +5,8 @@ but states neither the pairs, nor D, nor d. Our choices (all parameters):
 
 * pairs: counterfactual twins (Trifeature: the same image with the protected attribute changed,
   :func:`kdfair_utils.datasets.load_trifeature` ``test_cf_color``/``test_cf_texture``), or the
-  ``k`` nearest neighbours in a fixed feature space (:func:`knn_pairs`);
+  ``k`` nearest neighbours in a fixed feature space (:func:`knn_pairs`; on real data, seeded
+  test images with their nearest neighbour in pixel space, the pair kind :data:`NEIGHBOURS`);
 * D on probability vectors: total variation ``½‖p − p'‖₁`` (default, in [0, 1]), ``l1`` or ``l2``;
 * d in the fixed input space: ``l2`` = ‖x − x'‖₂ / √dim (RMS difference; pixels in [0, 1]) or
   ``cosine`` = 1 − cos(x, x'). Pairs with d = 0 are an error (the ratio is undefined).
@@ -23,6 +24,7 @@ from .results import MetricSummary, summarize
 
 OUTPUT_DISTANCES = ("tv", "l1", "l2")
 INPUT_DISTANCES = ("l2", "cosine")
+NEIGHBOURS = "nn"  # the pair kind of nearest-neighbour pairs in metric columns: lipschitz_nn, flip_rate_nn
 
 
 def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
@@ -114,40 +116,77 @@ def flip_rate(preds: Any, preds2: Any) -> np.ndarray | float:
     return float(out) if np.ndim(out) == 0 else out
 
 
-def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identical: bool = True) -> np.ndarray:
-    """Index pairs ``[<= N*k, 2]``: each example with its ``k`` nearest neighbours in ``features``.
+def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identical: bool = True,
+              queries: Any = None, chunk: int = 4096) -> np.ndarray:
+    """Index pairs ``[<= Q*k, 2]``: each query example with its ``k`` nearest neighbours among all
+    of ``features`` (queries: every example by default, or the given row indices).
 
     An example is never paired with itself; exact duplicates (distance 0) are skipped when
     ``exclude_identical``, so every pair has a defined ratio, and an example with fewer than
-    ``k`` such neighbours contributes fewer pairs.
+    ``k`` such neighbours contributes fewer pairs. ``features`` may be a memory-mapped array:
+    it is read ``chunk`` rows at a time, so ImageNet's validation set never sits in memory as floats.
     """
-    f = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    n = len(features)
     if metric not in INPUT_DISTANCES:
         raise ValueError(f"metric must be one of {INPUT_DISTANCES}, got {metric!r}")
-    check_int(k, "k", minimum=1, maximum=len(f) - 1)
-    if metric == "cosine":
-        f = f / np.linalg.norm(f, axis=1, keepdims=True)
-        dist = 1.0 - f @ f.T
-        scale = np.full_like(dist, 2.0)
-    else:
-        sq = (f**2).sum(1)
-        dist = np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0.0)
-        scale = sq[:, None] + sq[None]
-    np.fill_diagonal(dist, np.inf)
-    if exclude_identical:  # the Gram trick rounds with the vectors' size: a relative tolerance
-        dist[dist <= 1e-9 * scale + 1e-300] = np.inf
-    nn = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    pairs = np.stack([np.repeat(np.arange(len(f)), k), nn.ravel()], axis=1)
-    valid = np.isfinite(dist[pairs[:, 0], pairs[:, 1]])  # never an example with itself
-    if exclude_identical:  # and never two identical vectors, checked exactly
-        valid &= np.any(f[pairs[:, 0]] != f[pairs[:, 1]], axis=1)
+    check_int(k, "k", minimum=1, maximum=n - 1)
+    check_int(chunk, "chunk", minimum=1)
+    rows = np.arange(n) if queries is None else np.asarray(queries)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or (len(rows) and (rows.min() < 0 or rows.max() >= n)):
+        raise ValueError(f"queries must be row indices in [0, {n}), got {queries!r}")
+
+    def block(idx: Any) -> np.ndarray:
+        f = np.asarray(features[idx], dtype=np.float64).reshape(-1, int(np.prod(np.shape(features)[1:])))
+        return f / np.linalg.norm(f, axis=1, keepdims=True) if metric == "cosine" else f
+
+    q = block(rows)
+    sq_q = (q**2).sum(1)
+    best = np.full((len(rows), k), np.inf)
+    best_idx = np.zeros((len(rows), k), dtype=np.int64)
+    for lo in range(0, n, chunk):
+        f = block(slice(lo, min(lo + chunk, n)))
+        if metric == "cosine":
+            dist, scale = 1.0 - q @ f.T, 2.0
+        else:
+            sq = (f**2).sum(1)
+            dist = np.maximum(sq_q[:, None] + sq[None] - 2 * q @ f.T, 0.0)
+            scale = sq_q[:, None] + sq[None]
+        cols = np.arange(lo, lo + len(f))
+        dist[rows[:, None] == cols[None]] = np.inf  # never an example with itself
+        if exclude_identical:  # the Gram trick rounds with the vectors' size: a relative tolerance
+            dist[dist <= 1e-9 * scale + 1e-300] = np.inf
+        both = np.concatenate([best, dist], axis=1)
+        both_idx = np.concatenate([best_idx, np.broadcast_to(cols, dist.shape)], axis=1)
+        order = np.argsort(both, axis=1, kind="stable")[:, :k]  # ties: the lower index, as one full sort
+        best, best_idx = np.take_along_axis(both, order, 1), np.take_along_axis(both_idx, order, 1)
+    pairs = np.stack([np.repeat(rows, k), best_idx.ravel()], axis=1)
+    valid = np.isfinite(best.ravel())
+    if exclude_identical and valid.any():  # and never two identical vectors, checked exactly
+        a, b = pairs[valid, 0], pairs[valid, 1]
+        same = np.all(np.asarray(features[a]) == np.asarray(features[b]), axis=tuple(range(1, np.ndim(features))))
+        valid[np.flatnonzero(valid)[same]] = False
     if not valid.any():
         raise ValueError("no pair of distinct examples: every example is identical to all others")
     return pairs[valid]
 
 
-def summaries(table: Any, twin_attributes: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:
-    """Lipschitz ratio and flip rate of every population for each twin attribute, from a per-model
-    table (:meth:`~kdfair_utils.grid.GridResult.table`): the records notebook 05 writes."""
-    return [summarize(table, metric, a, experiment=experiment) for a in twin_attributes
+def neighbour_queries(n: int, count: int, seed: int) -> np.ndarray:
+    """The ``count`` test images (sorted row indices, seeded) whose nearest neighbour forms a
+    pair for the Lipschitz ratio on data sets without counterfactual twins; all when ``count >= n``."""
+    check_int(count, "count", minimum=1)
+    if count >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+def summaries(table: Any, pair_kinds: Sequence[str], *, experiment: str = "main") -> list[MetricSummary]:
+    """Lipschitz ratio and flip rate of every population for each kind of pairs (a twin attribute,
+    or :data:`NEIGHBOURS`), from a per-model table (:meth:`~kdfair_utils.grid.GridResult.table`):
+    the records notebook 05 writes."""
+    return [summarize(table, metric, a, experiment=experiment) for a in pair_kinds
             for metric in ("lipschitz", "flip_rate")]
+
+
+def pair_label(kind: str) -> str:
+    """How figures and tables name a kind of pairs: ``colour twins``, ``nearest neighbours``."""
+    return "nearest neighbours" if kind == NEIGHBOURS else f"{'colour' if kind == 'color' else kind} twins"

@@ -6,6 +6,13 @@ folders (:mod:`kdfair_utils.paths`), and says where everything lives. ``lesson.g
 or loads an experiment's models (saying which), ``lesson.table()`` gives the per-model results
 table, ``lesson.save_figure(fig, name)`` stores a figure, and ``lesson.record(*records)`` writes
 the lesson's typed records for the report.
+
+Every lesson runs on every profile except where its subject does not exist
+(:func:`not_applicable`, the one place for those rules): class bias needs a multiclass
+experiment (not CelebA's binary *smiling*), group fairness needs protected attributes (CIFAR-100,
+Tiny ImageNet and ImageNet carry none), individual fairness needs pairs (Trifeature's twins, or
+``analysis.neighbour_pairs`` nearest neighbours). ``kdfair run`` writes such a notebook as one
+cell that says why and records nothing; :func:`setup` refuses it with the same reason.
 """
 
 from __future__ import annotations
@@ -20,6 +27,28 @@ from .grid import GridConfig, GridResult, run_grid
 from .checks import check_device, check_dir_path, check_writable_dir
 from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
+
+
+class NotApplicable(ValueError):
+    """A lesson of the series does not apply to the profile (its message says why)."""
+
+
+def not_applicable(notebook: str, profile: Profile) -> str | None:
+    """Why lesson ``notebook`` (``03_class_bias`` or its number ``03``) has nothing to teach on
+    ``profile``, or None when it applies."""
+    number = notebook[:2]
+    data = profile.main.dataset
+    if number == "03" and profile.class_bias is None:
+        return (f"profile {profile.name!r} has no class-bias experiment: its label ({profile.main.label}) is "
+                "binary, and the paper counts affected classes on multiclass tasks (CIFAR-100, Tiny ImageNet, "
+                "ImageNet, Trifeature)")
+    if number == "04" and not profile.analysis.attributes:
+        return (f"profile {profile.name!r} has no protected attributes ({data} carries none); the paper measures "
+                "group fairness on CelebA, Trifeature and HateXplain")
+    if number == "05" and not profile.analysis.pair_kinds:
+        return (f"profile {profile.name!r} has no pairs for individual fairness: set analysis.twin_attributes "
+                "(Trifeature) or analysis.neighbour_pairs")
+    return None
 
 
 @dataclass
@@ -56,8 +85,10 @@ class Lesson:
     def grid(self, experiment: str = "main") -> GridResult:
         """Train the experiment's models that are not cached yet, load the rest (says which)."""
         if experiment not in self._grids:
-            self._grids[experiment] = run_grid(self.config(experiment), runs_dir=self.runs_dir,
-                                               data_dir=self.data_dir, device=self.device)
+            cfg = self.config(experiment)
+            same = next((g for name, g in self._grids.items() if self.config(name) == cfg), None)  # real data: one grid
+            self._grids[experiment] = same or run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir,
+                                                       device=self.device)
         return self._grids[experiment]
 
     def table(self, experiment: str = "main"):
@@ -89,7 +120,9 @@ def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | Non
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"OVERRIDES must be a dict of dotted field names, got {overrides!r}")
     resolved = get_profile(profile, overrides)
-    resolved.check_series()
+    reason = not_applicable(notebook, resolved)
+    if reason:
+        raise NotApplicable(f"{notebook} does not apply: {reason} (`kdfair run` records nothing for it)")
     dev = check_device(device, "DEVICE")
     runs = check_dir_path(runs_dir if runs_dir is not None else default_runs_dir(), "runs_dir ($KDFAIR_RUNS)")
     data = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir ($KDFAIR_DATA)")

@@ -44,16 +44,47 @@ def trifeature_gallery(data: Dataset, *, rows: str = "shape", cols: str = "color
     return fig
 
 
-def soft_targets_plot(logits: Sequence[float], temperatures: Sequence[float], class_names: Sequence[str]):
-    """softmax(z / T) of one example for several T: higher T flattens the distribution."""
+def class_gallery(data: Dataset, *, per_class: int = 6, max_classes: int = 10, split: str = "train",
+                  size: float = 1.0):
+    """The first ``per_class`` images of each of the first ``max_classes`` classes, one row per
+    class (for data sets without Trifeature's generating factors)."""
+    plt = _plt()
+    s = data.eval_splits().get(split, data.train if split == "train" else None)
+    if s is None:
+        raise ValueError(f"unknown split {split!r}")
+    shown = range(min(max_classes, data.num_classes))
+    fig, axes = plt.subplots(len(shown), per_class, figsize=(size * per_class, size * len(shown)), squeeze=False)
+    for i in shown:
+        hits = np.flatnonzero(np.asarray(s.labels) == i)[:per_class]
+        for j in range(per_class):
+            ax = axes[i, j]
+            if j < len(hits):
+                ax.imshow(np.asarray(s.images[hits[j]]).transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(data.class_names[i], rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{data.name} ({data.label}): {len(shown)} of {data.num_classes} classes, {split} split")
+    fig.tight_layout()
+    return fig
+
+
+def soft_targets_plot(logits: Sequence[float], temperatures: Sequence[float], class_names: Sequence[str],
+                      top: int = 20):
+    """softmax(z / T) of one example for several T: higher T flattens the distribution. With more
+    than ``top`` classes, the ``top`` classes of the largest logits are shown (their share of the
+    probability in the title)."""
     from .individual_fairness import softmax
 
     plt = _plt()
+    z = np.asarray(logits, dtype=float)
+    shown = np.argsort(-z, kind="stable")[:top] if len(z) > top else np.arange(len(z))
     fig, axes = plt.subplots(1, len(temperatures), figsize=(2.6 * len(temperatures), 2.6), sharey=True)
     for ax, t in zip(np.atleast_1d(axes), temperatures):
-        ax.bar(range(len(class_names)), softmax(np.asarray(logits)[None], t)[0], color="C0")
-        ax.set_title(f"T = {t:g}")
-        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+        p = softmax(z[None], t)[0]
+        ax.bar(range(len(shown)), p[shown], color="C0")
+        ax.set_title(f"T = {t:g}" + (f" (top {len(shown)}: {p[shown].sum():.0%})" if len(shown) < len(z) else ""),
+                     fontsize=9)
+        ax.set_xticks(range(len(shown)), [class_names[i] for i in shown], rotation=90, fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel("probability")
     fig.tight_layout()
     return fig
@@ -151,14 +182,16 @@ def fairness_vs_accuracy(table: Any, *, metric: str = "eod", attribute: str = "c
 
 def disagreement_heatmap(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "",
                          xlabel: str = "other model", ylabel: str = "teacher", ax=None):
-    """Off-diagonal disagreement counts (the paper's Fig. 2)."""
+    """Off-diagonal disagreement counts (the paper's Fig. 2); class names label the axes up to
+    30 classes (beyond, the axes count classes)."""
     plt = _plt()
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    im = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    im = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
+    if len(class_names) <= 30:
+        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=9)
     ax.figure.colorbar(im, ax=ax, fraction=0.046)
     return fig or ax.figure

@@ -1,6 +1,6 @@
-"""The report: each of the paper's claims (:data:`kdfair_utils.paper.CLAIMS`) measured on a
-run's recorded results under one inference rule (:mod:`kdfair_utils.inference`), and
-``report.md``.
+"""The report: each of the paper's claims for the run's data set
+(:func:`kdfair_utils.paper.claims_for`; Trifeature by default) measured on a run's recorded
+results under one inference rule (:mod:`kdfair_utils.inference`), and ``report.md``.
 
 Every claim row has an estimate, a test (p-value and interval), a verdict and the verdict's
 bootstrap support over seeds:
@@ -24,6 +24,7 @@ Verdicts: ``holds`` (p < 0.05 in the paper's direction), ``not significant``, ``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import singledispatch
 from pathlib import Path
@@ -34,8 +35,9 @@ import numpy as np
 from . import inference as inf
 from .cache import atomic_write, load_json, save_json
 from .class_bias_controls import ClassBiasInference, chance_test, class_bias_inference, count_trend
-from .paper import CLAIMS, CLASS_BIAS_WINDOW, AboveChance, AtLeast, Claim, CountTrend, Less, Ordered, Select, Trend
-from .results import ClaimVerdict, MetricSummary, Population, Results, load_results
+from .paper import (CLAIMS, CLASS_BIAS_WINDOW, DESCRIPTIONS, AboveChance, AtLeast, Claim, CountTrend, Less, Ordered,
+                    Select, Trend, claims_for)
+from .results import ClaimVerdict, ClassAccuracies, MetricSummary, Population, Results, load_results
 
 LEVEL = inf.LEVEL
 BOOTSTRAP_PERMUTATIONS = 100  # orderings per bootstrap resample of a trend test (the observed test uses more)
@@ -140,8 +142,22 @@ def _students(select: Select) -> bool:
     return select.population is None or select.population.role != "teacher"
 
 
+def _class_accuracy_records(results: Results) -> tuple[ClassAccuracies | None, ClassAccuracies | None, bool]:
+    """The class accuracies of ``main`` and ``class_bias``, and whether ``class_bias`` ran on the
+    main grid (the class-bias profiles): notebook 03 then records it for ``class_bias`` only (or
+    both records are the same but for their experiment)."""
+    main, other = (results.class_accuracies(experiment=e) for e in ("main", "class_bias"))
+    same = other is not None and (main is None or dataclasses.replace(main, experiment=other.experiment) == other)
+    return main, other, same
+
+
 def _metric(claim: Claim, results: Results, metric: str, attribute: str | None) -> MetricSummary | None:
-    return results.metric(metric, attribute, experiment=claim.experiment)
+    """The claim's experiment's summary of ``metric``; ``main``'s where ``class_bias`` ran on the
+    main grid (notebook 02 records ``main``'s metrics only)."""
+    summary = results.metric(metric, attribute, experiment=claim.experiment)
+    if summary is None and claim.experiment == "class_bias" and _class_accuracy_records(results)[2]:
+        summary = results.metric(metric, attribute, experiment="main")
+    return summary
 
 
 def _orderings(opts: Options, picks: Picks) -> int:
@@ -359,9 +375,10 @@ def evaluate_claim(claim: Claim, results: Results, opts: Options = Options()) ->
                         m.estimate, m.p_value)
 
 
-def evaluate_claims(results: Results, opts: Options = Options()) -> list[ClaimVerdict]:
-    """Every claim of :data:`~kdfair_utils.paper.CLAIMS`, measured on ``results``."""
-    return [evaluate_claim(c, results, opts) for c in CLAIMS]
+def evaluate_claims(results: Results, opts: Options = Options(),
+                    claims: tuple[Claim, ...] | None = None) -> list[ClaimVerdict]:
+    """Every one of ``claims`` (None: Trifeature's, :data:`~kdfair_utils.paper.CLAIMS`), measured on ``results``."""
+    return [evaluate_claim(c, results, opts) for c in (CLAIMS if claims is None else claims)]
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -394,23 +411,27 @@ def options_of(analysis: Any = None) -> Options:
     return Options(analysis.permutations, analysis.bootstrap_draws, analysis.inference_seed, analysis.null_splits)
 
 
-def verdicts_of(results: Results, opts: Options = Options()) -> tuple[list[ClaimVerdict], str]:
-    """The run's verdicts and where they came from: those a notebook recorded when they cover
-    today's :data:`~kdfair_utils.paper.CLAIMS` and are at least as new as every other record
-    (computed once, in that notebook), else evaluated now."""
+def verdicts_of(results: Results, opts: Options = Options(),
+                claims: tuple[Claim, ...] | None = None) -> tuple[list[ClaimVerdict], str]:
+    """The run's verdicts on ``claims`` (None: Trifeature's) and where they came from: those a
+    notebook recorded when they are exactly these claims (same ids, same order) and at least as
+    new as every other record (computed once, in that notebook), else evaluated now."""
+    claims = CLAIMS if claims is None else claims
     recorded = results.verdicts()
-    if recorded and [v.claim for v in recorded] == [c.id for c in CLAIMS]:
+    if recorded and [v.claim for v in recorded] == [c.id for c in claims]:
         source = next(nb for nb, recs in results.by_notebook.items() if any(r in recorded for r in recs))
         if all(results.mtimes[source] >= t for t in results.mtimes.values()):
             return recorded, f"recorded by {source}"
-    return evaluate_claims(results, opts), "evaluated from the recorded summaries"
+    return evaluate_claims(results, opts, claims), "evaluated from the recorded summaries"
 
 
 def fairness_markdown(results: Results, attribute: str = "color") -> str:
     """Per population: accuracy, and DPD/EOD raw, zero-disparity reference [interval] and excess
     (means over the population's models)."""
     acc = results.metric("accuracy", None, experiment="main")
-    if acc is None or results.metric("eod_ref", attribute, experiment="main") is None:
+    parts = ("", "_ref", "_ref_low", "_ref_high", "_excess")
+    if acc is None or any(results.metric(m + part, attribute, experiment="main") is None
+                          for m in ("eod", "dpd") for part in parts):
         return ""
     lines = ["| population | accuracy | EOD | EOD reference [per-model 95 % band] | EOD excess | DPD | "
              "DPD reference [per-model 95 % band] | DPD excess |", "|---|---|---|---|---|---|---|---|"]
@@ -418,8 +439,7 @@ def fairness_markdown(results: Results, attribute: str = "color") -> str:
         pop = pv.population
         cells = [pop.name, f"{np.mean(pv.values):.2f}"]
         for m in ("eod", "dpd"):
-            get = {part: results.metric(m + part, attribute, experiment="main") for part in
-                   ("", "_ref", "_ref_low", "_ref_high", "_excess")}
+            get = {part: results.metric(m + part, attribute, experiment="main") for part in parts}
             mean = {k: float(np.mean(v.of(pop).values)) for k, v in get.items()}  # type: ignore[union-attr]
             std = float(np.std(get["_excess"].of(pop).values, ddof=1)) if len(pv.values) > 1 else float("nan")  # type: ignore[union-attr]
             cells += [f"{mean['']:.2f}", f"{mean['_ref']:.2f} [{mean['_ref_low']:.2f}, {mean['_ref_high']:.2f}]",
@@ -462,42 +482,70 @@ CLASS_BIAS_NOTE = (
     "p < 0.05 with 5 seeds).")
 
 
-def write_report(out_dir: str | Path, analysis: Any = None) -> Path:
-    """``<out_dir>/report.md``: the paper-vs-kdfair table first, then the fairness and
-    class-bias tables and the figures; also ``claims.json`` (the verdicts). Deterministic: the
-    same records give the same bytes (run times live in ``run.json``)."""
+FAIRNESS_NOTE = (
+    "The reference is the same model's predictions shuffled within each true class across the attribute's groups: "
+    "it keeps the accuracy and removes any effect of the attribute, so it is the EOD/DPD that the error rate and "
+    "finite groups produce on their own. The excess is what an effect of the attribute adds. Means over each "
+    "population's models (excess ± std); the band is each model's 2.5th–97.5th percentile of the shuffles, "
+    "averaged over the population.\n")
+_ATTRIBUTE_NAMES = {"color": "colour"}
+_TASK_NAMES = {"shape_color": "shape × colour", "class": ""}  # "": the label is the class itself
+
+
+def fairness_attributes(results: Results) -> list[str]:
+    """The protected attributes with a zero-disparity reference recorded (experiment ``main``), in record order."""
+    return list(dict.fromkeys(s.attribute for s in results.all(MetricSummary)
+                              if s.metric == "eod_ref" and s.experiment == "main" and s.attribute))
+
+
+def class_bias_records(results: Results) -> list[ClassAccuracies]:
+    """The class accuracies to report: ``main``'s and ``class_bias``'s, one record where both
+    experiments are the main grid."""
+    main, other, same = _class_accuracy_records(results)
+    return [r for r in ((None if same else main), other) if r is not None]
+
+
+def _class_bias_title(record: ClassAccuracies) -> str:
+    task = _TASK_NAMES.get(record.task, record.task)
+    return f"{len(record.class_names)} classes" + (f" ({task})" if task else "")
+
+
+def write_report(out_dir: str | Path, analysis: Any = None, *, dataset: str = "trifeature",
+                 description: str | None = None) -> Path:
+    """``<out_dir>/report.md``: the paper-vs-kdfair table of ``dataset``'s claims
+    (:func:`~kdfair_utils.paper.claims_for`) first, then the fairness and class-bias tables and
+    the figures; also ``claims.json`` (the verdicts). ``description`` (e.g. "CelebA, ResNet-50
+    teacher → ResNet-18 students") heads it, else the data set's setup in the paper.
+    Deterministic: the same records give the same bytes (run times live in ``run.json``)."""
+    claims = claims_for(dataset)
     out = Path(out_dir)
     results = load_results(out)
     opts = options_of(analysis)
-    verdicts, source = verdicts_of(results, opts)
+    verdicts, source = verdicts_of(results, opts, claims)
     counts = {h: sum(v.held == h for v in verdicts) for h in inf.VERDICTS}
     run = load_json(out / "run.json") if (out / "run.json").exists() else {}
     parts = [f"# kdfair report — profile `{results.profile}`\n",
-             "Trifeature (generated), ResNet-20 teacher → LeNet-5 students; every number below was measured "
+             f"{description or DESCRIPTIONS[dataset]}; every number below was measured "
              "in this run and recorded by the executed notebooks beside this file"
              + (f" ({run['machine']}, {run['date']})" if run.get("machine") else "") + ".\n",
              "## Paper vs kdfair\n", markdown_table(verdicts),
              f"\n{counts[inf.HOLDS]} of {len(verdicts)} claims hold, {counts[inf.NOT_SIGNIFICANT]} are not "
              f"significant, {counts[inf.OPPOSITE]} go the opposite way and {counts[inf.NA]} are not measurable "
              f"in this run (verdicts {source}). The rule:\n\n{VERDICTS}\n"]
-    fairness = fairness_markdown(results)
-    if fairness:
-        parts += ["\n## Group fairness beside its zero-disparity reference (colour)\n",
-                  "The reference is the same model's predictions shuffled within each true class across colours: "
-                  "it keeps the accuracy and removes any colour effect, so it is the EOD/DPD that the error rate "
-                  "and finite groups produce on their own. The excess is what a colour effect adds. Means over "
-                  "each population's models (excess ± std); the band is each model's 2.5th–97.5th percentile "
-                  "of the shuffles, averaged over the population.\n", fairness]
-    for experiment, title in (("main", "10 classes (shape)"), ("class_bias", "100 classes (shape × colour)")):
-        record = results.class_accuracies(experiment=experiment)
-        if record is not None and len(record.temperatures(CLASS_BIAS_WINDOW)) >= 1:
+    fairness = [(a, table) for a in fairness_attributes(results) if (table := fairness_markdown(results, a))]
+    for i, (attribute, table) in enumerate(fairness):
+        name = _ATTRIBUTE_NAMES.get(attribute, attribute)
+        parts += [f"\n## Group fairness beside its zero-disparity reference ({name})\n",
+                  *([FAIRNESS_NOTE] if i == 0 else []), table]
+    for record in class_bias_records(results):
+        if len(record.temperatures(CLASS_BIAS_WINDOW)) >= 1:
             try:
                 table = class_bias_markdown(class_bias_inference(
                     record, window=CLASS_BIAS_WINDOW, n_perm=opts.permutations, max_splits=opts.null_splits,
                     seed=opts.seed))
             except ValueError as exc:
                 table = f"_not measurable in this run: {exc}_\n"
-            parts += [f"\n## Class bias, {title}\n", table]
+            parts += [f"\n## Class bias, {_class_bias_title(record)}\n", table]
     if any(p.startswith("\n## Class bias") for p in parts):
         parts.append(CLASS_BIAS_NOTE + "\n")
     figures = sorted((out / "figures").glob("*.png"))

@@ -8,7 +8,9 @@ notebook gets the same parameters — ``PROFILE``, ``OVERRIDES`` (the dotted voc
 the folders reach the kernels through the environment (``$KDFAIR_RUNS``, ``$KDFAIR_DATA``), as
 they reach a notebook a user runs alone. Training happens inside the notebooks' kernels, so
 the progress line watches the model cache (absolute path): ``02_knowledge_distillation ·
-models 12/62 cached (12 trained in this run)``.
+models 12/62 cached (12 trained in this run)``. A lesson that does not apply to the profile
+(:func:`kdfair_utils.lesson.not_applicable`) is not executed: its copy in the run folder is one
+cell saying why, ``run.json`` lists it under ``not_applicable``, and it records nothing.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .cache import save_json
+from .cache import atomic_write, save_json
 from .checks import check_device, check_dir_path, check_number, check_writable_dir
 from .experiments import Profile, get_profile
 from .grid import model_specs
+from .lesson import not_applicable
 from .paths import checkout_dir, default_data_dir, default_runs_dir
 from .report import write_report
 
@@ -84,7 +87,6 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     from tqdm.auto import tqdm
 
     resolved = get_profile(profile, overrides)  # validates every name and value before anything runs
-    resolved.check_series()
     check_device(device)
     if cell_timeout is not None:
         check_number(cell_timeout, "cell_timeout", minimum=0, min_inclusive=False)
@@ -94,6 +96,7 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     nbs = notebooks if notebooks is not None else series_notebooks()
     if not nbs:
         raise FileNotFoundError("no notebooks/NN_*.ipynb found")
+    skipped = {nb.name: why for nb in nbs if (why := not_applicable(nb.stem, resolved))}
     for nb in nbs:
         missing = set(PARAMETERS) - set(pm.inspect_notebook(str(nb)))
         if missing:
@@ -140,6 +143,12 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
         for nb in nbs:
             current["name"] = nb.name
             bar.set_postfix_str(status())
+            if nb.name in skipped:
+                write_not_applicable(nb, out / nb.name, skipped[nb.name])
+                if progress:
+                    tqdm.write(f"  {nb.name}: does not apply ({skipped[nb.name]}); nothing recorded")
+                bar.update(1)
+                continue
             start = time.perf_counter()
             idle_timeouts = 0
             while True:
@@ -180,5 +189,24 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
     save_json(out / "run.json", {"profile": profile, "overrides": dict(overrides or {}), "config_key": resolved.key,
                                  "machine": machine_description(device),
                                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                                 "models": len(expected), "trained": cached() - at_start, "timings": timings})
-    return write_report(out, resolved.analysis)
+                                 "models": len(expected), "trained": cached() - at_start, "timings": timings,
+                                 "not_applicable": skipped})
+    return write_report(out, resolved.analysis, dataset=resolved.main.dataset, description=describe(resolved))
+
+
+def describe(profile: Profile) -> str:
+    """The report's one-line description, e.g. ``celeba (smiling), resnet50 teacher → resnet18 students``."""
+    main = profile.main
+    return f"{main.dataset} ({main.label}), {main.teacher} teacher → {main.student} students"
+
+
+def write_not_applicable(notebook: Path, dest: Path, reason: str) -> None:
+    """``dest``: the notebook's title and one cell saying why it does not apply (it records nothing)."""
+    import nbformat
+
+    title = next((c.source.splitlines()[0] for c in nbformat.read(notebook, as_version=4).cells
+                  if c.cell_type == "markdown" and c.source.startswith("#")), f"# {notebook.stem}")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"{title}\n\n**This lesson does not apply to this run:** {reason}. "
+                                              "Nothing was trained or recorded for it.")]
+    atomic_write(dest, lambda tmp: nbformat.write(nb, str(tmp)))

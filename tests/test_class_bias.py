@@ -165,3 +165,16 @@ def test_relabelling_masks_mark_the_observed_split_and_its_mirror():
     assert observed.sum() == 1 and tuple(np.flatnonzero(masks[observed][0])) == (0, 1, 2, 3)
     masks, exhaustive, _ = relabelling_masks(20, 10, 30, 1)
     assert not exhaustive and masks.shape == (30, 20)
+
+
+def test_class_names_fix_the_number_of_classes_when_some_never_occur():
+    """100 class names, a test set showing classes 0..9 and predictions up to 90: one row per
+    name, the classes nobody shows undefined rather than an error about the name count."""
+    y = np.arange(10)
+    a = np.stack([y, np.r_[y[:9], 90]])
+    b = np.stack([y, y])
+    res = cb.class_bias_test(y, a, b, class_names=[f"c{i}" for i in range(100)], normalization="difference")
+    assert len(res.table) == 100 and list(res.table["class"][:2]) == ["c0", "c1"]
+    assert res.table["p"][:10].notna().sum() + res.table["p"][10:].notna().sum() >= 0
+    with_count = cb.class_bias_test(y, a, b, n_classes=100, normalization="difference").table
+    assert np.array_equal(res.table["p"].to_numpy(), with_count["p"].to_numpy(), equal_nan=True)

@@ -67,3 +67,35 @@ def test_knn_never_pairs_identical_vectors_even_far_from_the_origin():
         pairs = ind.knn_pairs(f, k=2)
         assert not any(np.array_equal(f[a], f[b]) for a, b in pairs)
         assert all(a != b for a, b in pairs)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_knn_pairs_chunked_and_on_queries_equal_the_brute_force_neighbours(metric, tmp_path):
+    """Reading the features a chunk at a time (from a memmap) and asking for some rows only gives
+    each row's neighbours from the full distance matrix."""
+    rng = np.random.default_rng(1)
+    f = rng.integers(0, 256, size=(37, 3, 4, 4)).astype(np.uint8)
+    f[5] = f[9]  # a duplicate: never a pair
+    flat = f.reshape(37, -1).astype(np.float64)
+    if metric == "cosine":
+        flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+        dist = 1 - flat @ flat.T
+    else:
+        dist = ((flat[:, None] - flat[None]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    dist[5, 9] = dist[9, 5] = np.inf
+    expected = np.argsort(dist, axis=1, kind="stable")[:, :2]
+    path = tmp_path / "f.npy"
+    np.save(path, f)
+    mapped = np.load(path, mmap_mode="r")
+    queries = ind.neighbour_queries(37, 10, seed=3)
+    assert len(queries) == 10 and np.all(np.diff(queries) > 0)
+    assert np.array_equal(queries, ind.neighbour_queries(37, 10, seed=3))
+    assert np.array_equal(ind.neighbour_queries(37, 50, seed=3), np.arange(37))
+    for source, chunk in ((f, 4096), (mapped, 4)):
+        pairs = ind.knn_pairs(source, k=2, metric=metric, queries=queries, chunk=chunk)
+        assert pairs[:, 0].tolist() == np.repeat(queries, 2).tolist()
+        assert pairs[:, 1].tolist() == expected[queries].ravel().tolist()
+    assert np.array_equal(ind.knn_pairs(f, metric=metric, chunk=5), ind.knn_pairs(f, metric=metric))
+    with pytest.raises(ValueError, match="queries must be row indices"):
+        ind.knn_pairs(f, queries=[40])

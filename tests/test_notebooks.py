@@ -215,7 +215,7 @@ def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
     (["-p", "DEVICE", "bogus"], "DEVICE 'bogus' is not a device"),
     (["-y", "OVERRIDES: {seeds: [0.5]}"], r"seeds\[0\] must be an integer, got 0.5"),
     (["-p", "PROFILE", "huge"], "profile must be one of quick, paper, .*; got 'huge'"),
-    (["-p", "PROFILE", "celeba"], "the notebook series runs on Trifeature profiles only so far"),
+    (["-y", "OVERRIDES: {analysis.neighbour_pairs: -1}"], "analysis.neighbour_pairs must be >= 0"),
 ])
 def test_a_bad_notebook_parameter_fails_in_the_first_cell_and_writes_nothing(parameter, message, tmp_path):
     """Notebook 01 run alone with the papermill CLI: its setup cell names the bad parameter."""

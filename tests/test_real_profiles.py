@@ -65,16 +65,18 @@ def test_grid_without_the_data_says_where_to_get_it_and_writes_nothing(name, hin
     assert not runs.exists() and list(data.iterdir()) == []
 
 
-def test_the_series_refuses_a_real_data_profile_before_anything_runs(tmp_path, capsys):
-    from kdfair_utils.lesson import setup
+@pytest.mark.parametrize("notebook,profile,overrides,why", [
+    ("03_class_bias", "celeba", None, r"has no class-bias experiment: its label \(smiling\) is binary"),
+    ("04_group_fairness", "cifar100", None, r"has no protected attributes \(cifar100 carries none\)"),
+    ("05_individual_fairness", "imagenet", {"analysis.neighbour_pairs": 0}, "has no pairs for individual fairness")])
+def test_a_lesson_without_its_subject_is_refused_alone_and_writes_nothing(notebook, profile, overrides, why, tmp_path):
+    from kdfair_utils.lesson import NotApplicable, not_applicable, setup
 
-    with pytest.raises(SystemExit) as exit_:
-        main(["run", "--profile", "cifar100", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
-    assert exit_.value.code == 2
-    assert "runs on Trifeature profiles only so far" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="runs on Trifeature profiles only so far"):  # a notebook run alone
-        setup("04_group_fairness", "celeba", runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    with pytest.raises(NotApplicable, match=why):
+        setup(notebook, profile, overrides, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+    assert not_applicable(notebook, get_profile("quick")) is None  # Trifeature has every subject
+    assert not_applicable("02_knowledge_distillation", get_profile(profile, overrides)) is None
 
 
 @pytest.mark.parametrize("name,make", [("cifar100", make_cifar100), ("tinyimagenet", make_tiny),
@@ -90,3 +92,56 @@ def test_a_tiny_grid_trains_on_each_fixture_through_the_cli(name, make, tmp_path
     assert f"experiment main: {name}/" in out and "5 models (loaded 0, trained 5" in out
     assert main(args) == 0
     assert "5 models (loaded 5, trained 0" in capsys.readouterr().out
+
+
+def make_celeba_series(root) -> None:
+    """CelebA with enough faces for every lesson: 40, both Smiling values in each split and group."""
+    smiling = tuple(1 if (i * 7) % 5 < 3 else -1 for i in range(40))
+    make_celeba(root, n=40, smiling=smiling, partition=tuple([0] * 24 + [1] * 4 + [2] * 12))
+
+
+# every lesson's analysis, made small: a few shuffles, orderings, resamples and pairs
+SERIES = ["--teacher", "resnet8", "--student", "lenet5", "--seeds", "0", "1", "--temperatures", "2", "4",
+          "--set", "teacher_seeds=[0, 1]", "--set", "main.teacher_train.epochs=1", "--set", "student_train.epochs=1",
+          "--set", "analysis.neighbour_pairs=4",
+          "--set", "analysis.reference_draws=5", "--set", "analysis.permutations=20", "--set", "analysis.bootstrap_draws=5",
+          "--set", "analysis.null_splits=6", "--set", "analysis.normalization=difference"]
+APPLIES = {"cifar100": ("01", "02", "03", "05", "06"), "tinyimagenet": ("01", "02", "03", "05", "06"),
+           "imagenet": ("01", "02", "03", "05", "06"), "celeba": ("01", "02", "04", "05", "06")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,make", [("cifar100", make_cifar100), ("tinyimagenet", make_tiny),
+                                       ("imagenet", make_imagenet), ("celeba", make_celeba_series)])
+def test_kdfair_run_executes_the_whole_series_on_each_fixture(name, make, tmp_path, capsys):
+    """`kdfair run --profile NAME` on a fixture in the real format: every lesson that applies runs
+    through papermill and records; the others are one cell saying why, with nothing recorded."""
+    import json
+
+    import nbformat
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    make(data)
+    args = ["run", "--profile", name, "--runs-dir", str(runs), "--data-dir", str(data), "--quiet", *SERIES]
+    if name != "cifar100":
+        args += ["--set", "data_options.image_size=16"]
+    if name != "celeba":  # the class-bias grid stays the main grid
+        args += ["--set", "class_bias.teacher_train.epochs=1"]
+    assert main(args) == 0
+    out = next(runs.glob(f"{name}+*"))
+    recorded = sorted(p.name[:2] for p in (out / "results").glob("*.json"))
+    assert tuple(recorded) == APPLIES[name]
+    for nb in sorted(out.glob("0*.ipynb")):
+        cells = nbformat.read(nb, as_version=4).cells
+        if nb.name[:2] in APPLIES[name]:
+            assert any(c.cell_type == "code" and c.get("outputs") for c in cells), nb.name
+        else:
+            assert len(cells) == 1 and "does not apply to this run" in cells[0].source, nb.name
+    run = json.loads((out / "run.json").read_text())
+    assert sorted(run["not_applicable"]) == sorted(n.name for n in out.glob("0*.ipynb") if n.name[:2] not in APPLIES[name])
+    report = (out / "report.md").read_text()
+    assert f"profile `{name}`" in report and "| claim | paper | kdfair |" in report
+    claims = json.loads((out / "claims.json").read_text())
+    from kdfair_utils.paper import claims_for
+
+    assert [c["claim"] for c in claims] == [c.id for c in claims_for(get_profile(name).main.dataset)]

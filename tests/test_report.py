@@ -14,7 +14,7 @@ from kdfair_utils import inference as inf
 from kdfair_utils.class_bias import class_bias_summary, class_bias_test
 from kdfair_utils.class_bias_controls import class_accuracies
 from kdfair_utils.datasets import dataset_summary
-from kdfair_utils.paper import CLAIMS
+from kdfair_utils.paper import CLAIMS, claims_for
 from kdfair_utils.results import Population, load_results, summarize
 
 
@@ -36,7 +36,7 @@ def recorded(tiny_lesson):
                               class_accuracies(nb.grid(), experiment="main"),
                               class_accuracies(nb.grid("class_bias"), experiment="class_bias")],
             "04_group_fairness": group_fairness.summaries(table, a.attributes),
-            "05_individual_fairness": individual_fairness.summaries(table, a.twin_attributes),
+            "05_individual_fairness": individual_fairness.summaries(table, a.pair_kinds),
         }
     for name, recs in records.items():
         nb.notebook = name
@@ -119,13 +119,20 @@ def test_report_readme_and_the_once_computed_verdicts(recorded, tmp_path):
     changed = load_results(nb.out_dir)
     changed.by_notebook["06_explore"] = changed.by_notebook["06_explore"][1:]  # a claim added since the run
     assert report.verdicts_of(changed)[1] == "evaluated from the recorded summaries"
+    celeba = claims_for("celeba")  # recorded verdicts of other claims are not reused
+    other, source = report.verdicts_of(load_results(nb.out_dir), OPTS, celeba)
+    assert [v.claim for v in other] == [c.id for c in celeba] and source == "evaluated from the recorded summaries"
     stale = nb.out_dir / "results" / "02_knowledge_distillation.json"
     os.utime(stale, (path.stat().st_mtime + 10, path.stat().st_mtime + 10))  # 02 re-run after 06
     assert report.verdicts_of(load_results(nb.out_dir))[1] == "evaluated from the recorded summaries"
 
     text = report.write_report(nb.out_dir, OPTS).read_text()
     assert "| claim | paper | kdfair | test | verdict | support |" in text and CLAIMS[0].paper in text
-    assert "zero-disparity reference" in text and "## Class bias, 10 classes" in text
+    assert "zero-disparity reference" in text and "## Class bias, 10 classes (shape)\n" in text
+    assert "\nTrifeature (generated), ResNet-20 teacher → LeNet-5 students; every number" in text
+    assert "## Class bias, 100 classes (shape × colour)\n" in text
+    for name in ("colour", "texture"):  # every recorded attribute
+        assert f"## Group fairness beside its zero-disparity reference ({name})\n" in text
     assert report.write_report(nb.out_dir, OPTS).read_text() == text  # deterministic: no run times, seeded resampling
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.README_BEGIN}\nSTALE BLOCK\n{report.README_END}\nafter\n")
