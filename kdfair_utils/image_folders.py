@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from .cache import cached_npz, config_key, file_lock, load_json, save_json, seal, unseal
+from .paths import usable_cores
 from .checks import SEED_RANGE, check_bool, check_choice, check_dir_path, check_int, check_writable_dir
 
 if TYPE_CHECKING:  # imported where used: datasets.py may import this module in turn
@@ -54,7 +55,7 @@ CACHE_DIRNAME = "kdfair-cache"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 TRANSFORM = "rgb/center-square/bilinear"  # in every cache key: change it when the decoding changes
 CHUNK_ROWS = 1024  # images decoded per step; for ImageNet also the unit of resumption
-DECODE_THREADS = min(8, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
+DECODE_THREADS = usable_cores(8)  # PIL releases the GIL while decoding and resizing
 
 CELEBA_ATTRIBUTES = (
     "5_o_clock_shadow", "arched_eyebrows", "attractive", "bags_under_eyes", "bald", "bangs", "big_lips",

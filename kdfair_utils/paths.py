@@ -9,6 +9,8 @@
 
 ``<checkout>`` is the folder holding ``pyproject.toml`` above this package (an editable install
 from a clone); an installed copy without a checkout uses the current directory instead.
+
+:func:`usable_cores` is how many CPU cores this process may use (threaded decoding and rendering).
 """
 
 from __future__ import annotations
@@ -39,3 +41,12 @@ def default_runs_dir() -> Path:
     """``$KDFAIR_RUNS``, else ``<checkout>/runs``."""
     return _default("KDFAIR_RUNS", "runs")
 
+
+
+def usable_cores(cap: int | None = None) -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, so a
+    container or ``taskset`` limit counts; else ``os.cpu_count()``), at most ``cap``; at least 1."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, cap) if cap is not None else cores)

@@ -24,10 +24,11 @@ Conventions (ours where the paper is silent, all parameters of :class:`Trifeatur
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from .paths import usable_cores
 
 SHAPES: tuple[str, ...] = (
     "triangle", "square", "plus", "circle", "tee",
@@ -246,7 +247,7 @@ def render(params: dict[str, np.ndarray], spec: TrifeatureSpec, *, chunk: int = 
     n = len(params["shape"])
     out = np.empty((n, 3, spec.image_size, spec.image_size), dtype=np.uint8)
     if threads is None:
-        threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        threads = usable_cores(4)
     starts = range(0, n, chunk)
     with ThreadPoolExecutor(max(1, min(threads, len(starts)))) as pool:
         list(pool.map(lambda start: _render_chunk(params, spec, slice(start, min(n, start + chunk)), out), starts))
