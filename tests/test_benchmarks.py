@@ -57,3 +57,20 @@ def test_bench_compile_reduced_on_cpu():
     assert proc.returncode == 0, proc.stderr
     row = proc.stdout.strip().splitlines()[-1].split()
     assert row[0] == "lenet5" and row[-1].endswith("x") and float(row[-1][:-1]) > 0
+
+
+def test_real_profile_bound_scales_the_measured_rate_by_counted_macs():
+    """The bound's arithmetic, by hand: the CIFAR-100 teachers at the reference ResNet-56 rate
+    take exactly images / rate, and a CelebA grid adds a teacher forward to every DS step."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import project_real_profiles as prp
+
+    rows = prp.project(10_000)
+    assert rows["cifar100"]["teacher_hours"] == pytest.approx(5 * 240 * 50_000 / 10_000 / 3600, rel=1e-12)
+    r56, r50, r18 = prp.macs("resnet56", 100, 32), prp.macs("resnet50", 2, 64), prp.macs("resnet18", 2, 64)
+    images = 20 * prp.TRAIN_IMAGES["celeba"]
+    work = 5 * images * 3 * r50 + 5 * images * 3 * r18 + 5 * 13 * images * (3 * r18 + r50)
+    assert rows["celeba"]["hours"] == pytest.approx(work / (10_000 * 3 * r56) / 3600, rel=1e-12)
+    assert rows["celeba"]["student_gmac"] == pytest.approx(r18 / 1e9)
+    proc = run("project_real_profiles.py", "--reference-rate", "0")
+    assert proc.returncode == 2 and "--reference-rate must be > 0" in proc.stderr
