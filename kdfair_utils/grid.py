@@ -392,7 +392,7 @@ class GridResult:
                     else:
                         cols[metric_column(metric, a)] = 100 * np.atleast_1d(multiclass_fairness(
                             y, preds, sensitive_features=groups, metric=metric, n_classes=data.num_classes))
-            if twin_attributes or neighbour_pairs:
+            if twin_attributes:
                 probs = softmax(logits)
             for a, name in twin_splits.items():
                 twin_logits = self.logits(pop, name)
@@ -404,8 +404,9 @@ class GridResult:
                                                                                     twin_logits.argmax(-1)))
             if neighbour_pairs:
                 first, second = pairs[:, 0], pairs[:, 1]
-                cols[metric_column("lipschitz", NEIGHBOURS)] = np.atleast_1d(lipschitz_ratio(
-                    probs[:, first], probs[:, second], *x_pairs, output=output_distance, input=input_distance))
+                cols[metric_column("lipschitz", NEIGHBOURS)] = np.atleast_1d(lipschitz_ratio(  # only the paired rows
+                    softmax(logits[:, first]), softmax(logits[:, second]), *x_pairs, output=output_distance,
+                    input=input_distance))
                 cols[metric_column("flip_rate", NEIGHBOURS)] = 100 * np.atleast_1d(flip_rate(preds[:, first],
                                                                                             preds[:, second]))
             blocks.append(pd.DataFrame(cols))

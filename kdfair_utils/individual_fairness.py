@@ -126,6 +126,8 @@ def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identica
     ``k`` such neighbours contributes fewer pairs. ``features`` may be a memory-mapped array:
     it is read ``chunk`` rows at a time, so ImageNet's validation set never sits in memory as floats.
     """
+    if not hasattr(features, "shape"):  # a list: arrays and memmaps are read as they are
+        features = np.asarray(features)
     n = len(features)
     if metric not in INPUT_DISTANCES:
         raise ValueError(f"metric must be one of {INPUT_DISTANCES}, got {metric!r}")
@@ -137,7 +139,12 @@ def knn_pairs(features: Any, k: int = 1, *, metric: str = "l2", exclude_identica
 
     def block(idx: Any) -> np.ndarray:
         f = np.asarray(features[idx], dtype=np.float64).reshape(-1, int(np.prod(np.shape(features)[1:])))
-        return f / np.linalg.norm(f, axis=1, keepdims=True) if metric == "cosine" else f
+        if metric != "cosine":
+            return f
+        norm = np.linalg.norm(f, axis=1, keepdims=True)
+        if not norm.all():
+            raise ValueError("cosine distance is undefined for an all-zero input (e.g. a black image); use metric='l2'")
+        return f / norm
 
     q = block(rows)
     sq_q = (q**2).sum(1)

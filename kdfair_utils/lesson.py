@@ -43,8 +43,9 @@ def not_applicable(notebook: str, profile: Profile) -> str | None:
                 "binary, and the paper counts affected classes on multiclass tasks (CIFAR-100, Tiny ImageNet, "
                 "ImageNet, Trifeature)")
     if number == "04" and not profile.analysis.attributes:
-        return (f"profile {profile.name!r} has no protected attributes ({data} carries none); the paper measures "
-                "group fairness on CelebA, Trifeature and HateXplain")
+        return (f"profile {profile.name!r} names no protected attributes (analysis.attributes is empty; {data} "
+                "carries none unless it is CelebA or Trifeature); the paper measures group fairness on CelebA, "
+                "Trifeature and HateXplain")
     if number == "05" and not profile.analysis.pair_kinds:
         return (f"profile {profile.name!r} has no pairs for individual fairness: set analysis.twin_attributes "
                 "(Trifeature) or analysis.neighbour_pairs")

@@ -510,20 +510,23 @@ def _class_bias_title(record: ClassAccuracies) -> str:
     return f"{len(record.class_names)} classes" + (f" ({task})" if task else "")
 
 
-def write_report(out_dir: str | Path, analysis: Any = None, *, dataset: str = "trifeature",
+def write_report(out_dir: str | Path, analysis: Any = None, *, dataset: str | None = None,
                  description: str | None = None) -> Path:
     """``<out_dir>/report.md``: the paper-vs-kdfair table of ``dataset``'s claims
     (:func:`~kdfair_utils.paper.claims_for`) first, then the fairness and class-bias tables and
     the figures; also ``claims.json`` (the verdicts). ``description`` (e.g. "CelebA, ResNet-50
-    teacher → ResNet-18 students") heads it, else the data set's setup in the paper.
+    teacher → ResNet-18 students") heads it. Both default to what the run's ``run.json`` says
+    (``kdfair run`` writes them), else Trifeature and the data set's setup in the paper.
     Deterministic: the same records give the same bytes (run times live in ``run.json``)."""
-    claims = claims_for(dataset)
     out = Path(out_dir)
+    run = load_json(out / "run.json") if (out / "run.json").exists() else {}
+    dataset = dataset or run.get("dataset", "trifeature")
+    description = description or run.get("description")
+    claims = claims_for(dataset)
     results = load_results(out)
     opts = options_of(analysis)
     verdicts, source = verdicts_of(results, opts, claims)
     counts = {h: sum(v.held == h for v in verdicts) for h in inf.VERDICTS}
-    run = load_json(out / "run.json") if (out / "run.json").exists() else {}
     parts = [f"# kdfair report — profile `{results.profile}`\n",
              f"{description or DESCRIPTIONS[dataset]}; every number below was measured "
              "in this run and recorded by the executed notebooks beside this file"

@@ -190,8 +190,9 @@ def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, 
                                  "machine": machine_description(device),
                                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                                  "models": len(expected), "trained": cached() - at_start, "timings": timings,
-                                 "not_applicable": skipped})
-    return write_report(out, resolved.analysis, dataset=resolved.main.dataset, description=describe(resolved))
+                                 "not_applicable": skipped, "dataset": resolved.main.dataset,
+                                 "description": describe(resolved)})
+    return write_report(out, resolved.analysis)  # its data set and description come from run.json
 
 
 def describe(profile: Profile) -> str:

@@ -75,10 +75,13 @@ def test_celeba_claims_per_attribute():
               "very_high_t_reverses"]
     for attribute in ("young", "male"):
         mine = [c for c in claims_for("celeba") if _attributes(c) == {attribute}]
-        assert [c.id for c in mine] == [f"{s}_{attribute}" for s in shapes]
+        # Male's values are read off a raster figure that does not resolve DS@T=1 from the NDS: no T = 1 claim
+        expected = [s for s in shapes if attribute == "young" or s != "ds1_fairer_than_nds"]
+        assert [c.id for c in mine] == [f"{s}_{attribute}" for s in expected]
         assert all(attribute.capitalize() in c.statement for c in mine)  # the table rows say which attribute
     assert ids[:2] == ["ds_more_accurate", "ds1_more_accurate"] and ids[-2:] == ["lipschitz_falls", "individual_order"]
     assert {c.test.attribute for c in claims_for("celeba") if c.id in ids[-2:]} == {"nn"}
+    assert _by_id("celeba")["ds_fairer_than_nds_male"].paper == "NDS ≈4.3 vs DS ≈4.3 (T=1) → ≈2.8–3.3 (T=10)"
 
 
 @pytest.mark.parametrize("dataset, row", [("cifar100", "CIFAR-100, ResNet-56 → ResNet-20"),

@@ -99,3 +99,9 @@ def test_knn_pairs_chunked_and_on_queries_equal_the_brute_force_neighbours(metri
     assert np.array_equal(ind.knn_pairs(f, metric=metric, chunk=5), ind.knn_pairs(f, metric=metric))
     with pytest.raises(ValueError, match="queries must be row indices"):
         ind.knn_pairs(f, queries=[40])
+
+
+def test_knn_pairs_takes_lists_and_refuses_a_zero_image_under_cosine():
+    assert ind.knn_pairs([[0.0, 1.0], [1.0, 1.0], [3.0, 3.0]]).tolist() == [[0, 1], [1, 0], [2, 1]]
+    with pytest.raises(ValueError, match="cosine distance is undefined for an all-zero input"):
+        ind.knn_pairs(np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]]), metric="cosine")
