@@ -74,3 +74,14 @@ def test_real_profile_bound_scales_the_measured_rate_by_counted_macs():
     assert rows["celeba"]["student_gmac"] == pytest.approx(r18 / 1e9)
     proc = run("project_real_profiles.py", "--reference-rate", "0")
     assert proc.returncode == 2 and "--reference-rate must be > 0" in proc.stderr
+
+
+def test_bench_decode_reduced_prints_a_rate_and_a_projection_per_data_set():
+    proc = run("bench_decode.py", "--images", "4")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
+    assert set(rows) == {"imagenet", "tinyimagenet", "celeba"}
+    for cols in rows.values():
+        threaded, single, ratio = float(cols[3]), float(cols[4]), float(cols[5].rstrip("x"))
+        assert threaded > 0 and single > 0 and ratio == pytest.approx(threaded / single, abs=0.006)
+    assert run("bench_decode.py", "--images", "0").returncode == 2
