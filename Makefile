@@ -18,9 +18,9 @@ $(BASE_STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(BASE_STAMP)
 
-# ... and the test references (fairlearn, statsmodels, hypothesis, submitit) on top
+# ... and the test references (fairlearn, statsmodels, hypothesis, submitit) and the text extra on top
 $(STAMP): $(BASE_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,text]'
 	touch $(STAMP)
 
 test: $(STAMP)

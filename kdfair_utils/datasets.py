@@ -8,7 +8,8 @@ Available here: ``trifeature`` (generated offline, the default), ``cifar10``, ``
 and ``svhn`` (read from the files torchvision downloads; ``download=True`` fetches them), and
 ``tinyimagenet``, ``imagenet`` and ``celeba`` (read from their own folder layouts by
 :mod:`kdfair_utils.image_folders`; ``download=True`` fetches CelebA, the others say where to get
-them). HateXplain is planned to join through the same interface.
+them), and ``hatexplain`` (text: token ids and attention masks instead of images,
+:mod:`kdfair_utils.hatexplain`; ``download=True`` reads the Hub's copy).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import hatexplain as hx
 from . import image_folders as imf
 from . import trifeature as tf
 from .cache import cached_npz, config_key
@@ -33,16 +35,25 @@ from .results import DatasetSummary
 
 @dataclass(frozen=True)
 class Split:
-    """Images (uint8 ``[N, C, H, W]``), labels (int64 ``[N]``) and protected attributes."""
+    """Images (uint8 ``[N, C, H, W]``) or, for text, token ids and their attention mask (int64
+    ``[N, L]`` each, ``images`` None), labels (int64 ``[N]``) and protected attributes."""
 
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     source: np.ndarray | None = None  # a twin split: the test image each row is the twin of
+    tokens: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
-        if self.images.ndim != 4 or len(self.images) != n:
+        if (self.images is None) == (self.tokens is None) or (self.tokens is None) != (self.mask is None):
+            raise ValueError("a split holds images, or tokens with their mask, not both")
+        if self.tokens is not None:
+            if self.tokens.ndim != 2 or len(self.tokens) != n or self.mask.shape != self.tokens.shape:
+                raise ValueError(f"tokens and mask must be [N, L] with N={n}, got {self.tokens.shape} and "
+                                 f"{self.mask.shape}")
+        elif self.images.ndim != 4 or len(self.images) != n:
             raise ValueError(f"images must be [N, C, H, W] with N={n}, got shape {self.images.shape}")
         for name, values in self.attributes.items():
             if len(values) != n:
@@ -54,6 +65,11 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        """What a model reads: ``{"images": ...}`` or ``{"tokens": ..., "mask": ...}``."""
+        return {"images": self.images} if self.tokens is None else {"tokens": self.tokens, "mask": self.mask}
 
     def attribute_table(self, value_names: dict[str, tuple[str, ...]] | None = None):
         """The protected attributes as a pandas DataFrame (names instead of codes if given)."""
@@ -82,7 +98,15 @@ class Dataset:
         return len(self.class_names)
 
     @property
+    def kind(self) -> str:
+        """``"image"`` or ``"text"`` (token ids and attention masks)."""
+        return "image" if self.train.tokens is None else "text"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
+        if self.train.images is None:
+            raise ValueError(f"{self.name} is text: it has token ids of length {self.train.tokens.shape[1]}, "
+                             "not images")
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
     def eval_splits(self) -> dict[str, Split]:
@@ -90,13 +114,15 @@ class Dataset:
         return {"test": self.test, **self.extra}
 
 
-DATASETS = ("trifeature", "cifar10", "cifar100", "svhn", *imf.IMAGE_FOLDER_DATASETS)
+DATASETS = ("trifeature", "cifar10", "cifar100", "svhn", *imf.IMAGE_FOLDER_DATASETS, "hatexplain")
+TEXT_DATASETS = ("hatexplain",)
 TRIFEATURE_LABELS = ("shape", "texture", "color", "shape_color", "shape_texture")
 # Protected attributes each dataset carries by default, and those with counterfactual twins (known
 # before loading); CelebA carries the attributes its data_options name (dataset_attributes).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": tuple(tf.ATTRIBUTES), "cifar10": (),
                                           "cifar100": ("superclass",), "svhn": (), "tinyimagenet": (),
-                                          "imagenet": (), "celeba": ("young", "male")}
+                                          "imagenet": (), "celeba": ("young", "male"),
+                                          "hatexplain": ("gender", "race", *hx.GROUPS)}
 TWIN_ATTRIBUTES: dict[str, tuple[str, ...]] = {"trifeature": ("color", "texture")}
 
 
@@ -117,6 +143,8 @@ def dataset_config(name: str = "trifeature", label: str | None = None, **options
         return {"name": "trifeature", "label": label or "shape", **trifeature_spec(options).to_dict()}
     if name in imf.IMAGE_FOLDER_DATASETS:
         return imf.image_dataset_config(name, label, **options)
+    if name == "hatexplain":
+        return hx.hatexplain_config(label, **options)
     if label not in (None, "class"):
         raise ValueError(f"label {label!r}: {name} has one label, 'class'")
     if options:
@@ -145,6 +173,8 @@ def load_dataset(name: str = "trifeature", label: str | None = None, *, data_dir
     dataset_config(name, label, **options)  # every argument checked before anything is read or written
     if name == "trifeature":
         return load_trifeature(label or "shape", data_dir=data_dir, **options)
+    if name == "hatexplain":
+        return hx.load_hatexplain_dataset(data_dir, label, download=download, **options)
     if options and name not in imf.IMAGE_FOLDER_DATASETS:
         raise ValueError(f"dataset {name!r} takes no options, got {sorted(options)}")
     if name in ("cifar10", "cifar100"):
@@ -215,7 +245,7 @@ def train_sha256(data: Dataset) -> str:
     """sha256 over what training sees (class names, training images and labels): what a cached
     model records as the data it was trained on."""
     h = hashlib.sha256(json.dumps({"classes": data.class_names}).encode())
-    _hash_arrays(h, "train", {"images": data.train.images, "labels": data.train.labels})
+    _hash_arrays(h, "train", {**data.train.inputs, "labels": data.train.labels})
     return h.hexdigest()
 
 
@@ -225,7 +255,7 @@ def eval_sha256(data: Dataset) -> str:
     h = hashlib.sha256(json.dumps({"classes": data.class_names, "attributes": data.attribute_values},
                                   sort_keys=True).encode())
     for name, split in data.eval_splits().items():
-        _hash_arrays(h, name, {"images": split.images, "labels": split.labels,
+        _hash_arrays(h, name, {**split.inputs, "labels": split.labels,
                                **{f"attr_{k}": v for k, v in split.attributes.items()},
                                **({"source": split.source} if split.source is not None else {})})
     return h.hexdigest()

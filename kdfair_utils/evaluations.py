@@ -86,7 +86,7 @@ def evaluate_and_save(spec: ModelSpec, model: nn.Module | None, model_meta: dict
     the model's evaluation lock; an intact record another runner wrote meanwhile is returned as it
     is (``computed`` False)."""
     from .cache import file_lock
-    from .train import numerics, predict_logits
+    from .train import numerics
 
     folder = eval_folder(runs_dir, eval_sha256)
     found = numerics(device, precision)
@@ -99,7 +99,7 @@ def evaluate_and_save(spec: ModelSpec, model: nn.Module | None, model_meta: dict
             remove_stale_tmp(folder, f"{spec.dirname}.json")
         if model is None:
             model = load_net(spec.arch, Path(runs_dir) / "models" / spec.dirname, model_meta, data)
-        logits = {name: predict_logits(model, split.images, device=device, precision=precision)
+        logits = {name: predict_split(model, split, device=device, precision=precision)
                   for name, split in data.eval_splits().items()}
         folder.mkdir(parents=True, exist_ok=True)
         npz = save_npz(folder / f"{spec.dirname}.npz", **logits)
@@ -115,18 +115,43 @@ def evaluate_and_save(spec: ModelSpec, model: nn.Module | None, model_meta: dict
 def load_net(arch: str, model_folder: Path, model_meta: dict[str, Any], data: Dataset) -> nn.Module:
     """The model saved in ``model_folder`` (its ``model.pt`` checked against ``model_meta`` and
     read with ``weights_only=True``), with the input normalisation of ``data``'s training set."""
-    from .models import build_model, load_state_dict
-    from .train import with_normalization
+    from .models import load_state_dict
 
     path = model_folder / "model.pt"
     try:
         blob = check_file(path, model_meta["files"]["model.pt"])
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}; run the grid again to retrain it") from None
-    net = with_normalization(build_model(arch, data.num_classes, in_channels=data.image_shape[0],
-                                         image_size=data.image_shape[1]), data.train.images)
+    net = new_model(arch, data)
     net.load_state_dict(load_state_dict(blob, path))
     return net
+
+
+def new_model(arch: str, data: Dataset, stats: tuple[Any, Any] | None = None) -> nn.Module:
+    """A freshly initialised ``arch`` for ``data`` (seed torch first): an image model with the
+    input normalisation of the training set's channel ``stats`` (computed if None), or a text
+    model (:mod:`kdfair_utils.text_models`) for the data set's vocabulary and sequence length."""
+    from .models import build_model
+    from .train import with_normalization
+
+    if data.kind == "text":
+        from .text_models import build_text_model
+
+        return build_text_model(arch, data.num_classes, vocab_size=data.config["vocab"],
+                                max_length=data.train.tokens.shape[1])
+    net = build_model(arch, data.num_classes, in_channels=data.image_shape[0], image_size=data.image_shape[1])
+    return with_normalization(net, data.train.images, stats)
+
+
+def predict_split(model: nn.Module, split: Any, *, device: str, precision: str) -> Any:
+    """Eval-mode float32 logits ``[N, classes]`` of every example of ``split`` (images or tokens)."""
+    if split.tokens is not None:
+        from .text_models import predict_text_logits
+
+        return predict_text_logits(model, split.tokens, split.mask, device=device, precision=precision)
+    from .train import predict_logits
+
+    return predict_logits(model, split.images, device=device, precision=precision)
 
 
 def ensure_evaluated(specs: Sequence[ModelSpec], metas: dict[str, dict[str, Any]], data: Dataset, eval_sha256: str,

@@ -55,7 +55,7 @@ from .cache import (atomic_write, check_file, config_key, file_lock, file_record
                     remove_stale_tmp, save_json, save_npz, seal, sha256_bytes, unseal)
 from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_int,
                      check_mapping, check_number, check_seeds, check_sequence, is_writable_dir)
-from .datasets import Dataset, dataset_config, eval_sha256, load_dataset, train_sha256, training_config
+from .datasets import TEXT_DATASETS, Dataset, dataset_config, eval_sha256, load_dataset, train_sha256, training_config
 from .evaluations import ensure_evaluated, eval_folder, evaluate_and_save, load_net
 from .distill import KDLoss, check_temperature
 from .models import MODELS, check_image_size
@@ -105,11 +105,20 @@ class GridConfig:
         if not isinstance(self.label, str):
             raise ValueError(f"label must be a label name such as 'shape', got {self.label!r}")
         data = dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
-        check_choice(self.teacher, "teacher", MODELS)
-        check_choice(self.student, "student", MODELS)
-        size = data.get("image_size", 32)
-        check_image_size(self.teacher, size)
-        check_image_size(self.student, size)
+        if self.dataset in TEXT_DATASETS:
+            from .text_models import TEXT_ARCHS
+
+            check_choice(self.teacher, "teacher", TEXT_ARCHS)
+            check_choice(self.student, "student", TEXT_ARCHS)
+            for name in ("teacher_train", "student_train"):
+                if getattr(self, name).augment != "none":
+                    raise ValueError(f"{name}.augment must be 'none': text has no augmentation")
+        else:
+            check_choice(self.teacher, "teacher", MODELS)
+            check_choice(self.student, "student", MODELS)
+            size = data.get("image_size", 32)
+            check_image_size(self.teacher, size)
+            check_image_size(self.student, size)
         for name in ("teacher_train", "student_train"):
             recipe = getattr(self, name)
             if not isinstance(recipe, TrainConfig):
@@ -501,13 +510,12 @@ def _teacher_source(spec: ModelSpec, cfg: GridConfig, data: Dataset, teacher_fol
 
 def _initial_model(spec: ModelSpec, data: Dataset, stats: tuple[np.ndarray, np.ndarray] | None = None):
     """The model ``spec`` starts from: initial weights from its seed alone (not from what ran
-    before), input normalisation by the training set's channel ``stats`` (computed if None)."""
-    from .models import build_model
-    from .train import seed_everything, with_normalization
+    before); image models normalise inputs by the training set's channel ``stats``."""
+    from .evaluations import new_model
+    from .train import seed_everything
 
     seed_everything(spec.seed)
-    net = build_model(spec.arch, data.num_classes, in_channels=data.image_shape[0], image_size=data.image_shape[1])
-    return with_normalization(net, data.train.images, stats)
+    return new_model(spec.arch, data, stats)
 
 
 def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: tuple[str, str],
@@ -524,7 +532,7 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: t
     recipe = cfg.teacher_train if specs[0].role == "teacher" else cfg.student_train
     from .train import channel_stats
 
-    stats = channel_stats(data.train.images)  # once per chunk, not once per model
+    stats = channel_stats(data.train.images) if data.kind == "image" else None  # once per chunk, not per model
     models = [_initial_model(spec, data, stats) for spec in specs]
     teacher_cache: dict[str, Any] = {}
     sources, kds = [], []
@@ -544,6 +552,13 @@ def _train_chunk(specs: list[ModelSpec], cfg: GridConfig, data: Dataset, shas: t
                                      progress=progress, precision=precision,
                                      desc=f"{len(specs)} × {specs[0].arch} "
                                           f"({'teachers' if specs[0].role == 'teacher' else 'students'})")
+    elif data.kind == "text":
+        from .text_models import train_text_model
+
+        histories = [train_text_model(model, data.train.tokens, data.train.mask, data.train.labels, recipe,
+                                      seed=spec.seed, device=device, progress=progress, desc=spec.name, kd=kd,
+                                      precision=precision, **source)
+                     for spec, model, kd, source in zip(specs, models, kds, sources)]
     else:
         histories = [train_model(model, data.train.images, data.train.labels, recipe, seed=spec.seed, device=device,
                                  progress=progress, desc=spec.name, kd=kd, precision=precision, **source)
@@ -564,14 +579,14 @@ def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: in
                 teacher_meta: dict | None) -> dict[str, Any]:
     import torch
 
-    from .train import predict_logits
+    from .evaluations import predict_split
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.pt", lambda tmp: torch.save(state, tmp))
     identity: dict[str, str] = {}
     if spec.role == "teacher":
-        train_logits = predict_logits(model, data.train.images, device=device, precision=precision)
+        train_logits = predict_split(model, data.train, device=device, precision=precision)
         save_npz(folder / "train_logits.npz", train=train_logits)
         identity["content_sha256"] = sha256_bytes(np.ascontiguousarray(train_logits).tobytes())
     elif spec.role == "ds":

@@ -208,3 +208,55 @@ def load_hatexplain(data_dir: str | Path | None = None, *, download: bool = Fals
     from datasets import load_dataset  # the `text` extra; reads the Hub's parquet conversion
 
     return read_hub(load_dataset(HUB_REPO, revision="refs/convert/parquet"))
+
+
+# ----------------------------------------------------------------------------- as a Dataset
+OPTIONS = {"max_length": 128, "vocab_size": 8000, "min_frequency": 2}  # tokenisation (the defaults)
+CLASS_NAMES = ("non-toxic", "toxic")
+
+
+def hatexplain_config(label: str | None = None, **options: Any) -> dict[str, Any]:
+    """The validated config of ``load_dataset("hatexplain", label, **options)``: the label
+    (``toxic``) and the tokenisation options :data:`OPTIONS` (a WordPiece vocabulary built on the
+    training posts, :func:`kdfair_utils.text_models.train_wordpiece`; sequences cut and padded to
+    ``max_length`` tokens)."""
+    from .checks import check_int
+
+    if label not in (None, "toxic"):
+        raise ValueError(f"label {label!r}: hatexplain has one label, 'toxic'")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option data_options.{unknown[0]} for hatexplain; known: "
+                         f"{', '.join('data_options.' + k for k in OPTIONS)}")
+    config = {**OPTIONS, **options}
+    check_int(config["max_length"], "data_options.max_length", minimum=3, maximum=512)
+    check_int(config["vocab_size"], "data_options.vocab_size", minimum=100)
+    check_int(config["min_frequency"], "data_options.min_frequency", minimum=1)
+    return {"name": "hatexplain", "label": "toxic", **config}
+
+
+def attribute_values() -> dict[str, tuple[str, ...]]:
+    """The names of every attribute's codes: ``gender``/``race`` (:func:`combined_values`), and
+    each group's 0/1 column (``no``/``yes``)."""
+    return {**{name: combined_values(name) for name in COMBINED}, **{g: ("no", "yes") for g in GROUPS}}
+
+
+def load_hatexplain_dataset(data_dir: str | Path | None = None, label: str | None = None, *,
+                            download: bool = False, **options: Any):
+    """HateXplain as a text :class:`~kdfair_utils.datasets.Dataset`: ``train``, ``test`` and
+    ``extra["val"]`` with token ids and masks from a WordPiece vocabulary built on the training
+    posts (the same posts give the same ids), labels 1 = toxic, and the attributes of
+    :func:`attribute_values`. ``config["vocab"]`` is the vocabulary's size (the models' input)."""
+    from .datasets import Dataset, Split
+    from .text_models import encode, train_wordpiece
+
+    config = hatexplain_config(label, **options)
+    splits = load_hatexplain(data_dir, download=download)
+    tokenizer = train_wordpiece(splits["train"].texts, config["vocab_size"], min_frequency=config["min_frequency"])
+
+    def split(posts: Posts) -> Split:
+        tokens, mask = encode(tokenizer, posts.texts, config["max_length"])
+        return Split(None, posts.labels, dict(posts.attributes), tokens=tokens, mask=mask)
+
+    return Dataset("hatexplain", "toxic", CLASS_NAMES, attribute_values(), split(splits["train"]),
+                   split(splits["test"]), {"val": split(splits["val"])}, config={**config, "vocab": len(tokenizer)})

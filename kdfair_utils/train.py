@@ -272,16 +272,22 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     y_all = torch.as_tensor(labels, dtype=torch.long, device=dev)
     t_all = torch.as_tensor(teacher_logits, dtype=torch.float32, device=dev) if teacher_logits is not None else None
 
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = _augment(x_all[idx].float().div_(255.0), cfg.augment, gen)
+        return (x.contiguous(memory_format=torch.channels_last),)
+
     opt = build_optimizer(cfg, [(p, p.ndim > 1) for p in model.parameters()])
     history: dict[str, list[float]] = {"loss": []}
     with exact_fp32(dev, precision):
-        _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, precision, history, desc, progress)
+        _train_epochs(model, opt, cfg, batch, y_all, t_all, teacher, kd, gen, dev, precision, history, desc, progress)
     model.eval()
     return history
 
 
-def _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, precision, history, desc,
+def _train_epochs(model, opt, cfg, batch, y_all, t_all, teacher, kd, gen, dev, precision, history, desc,
                   progress) -> None:
+    """The training loop of every model kind: ``batch(idx)`` gives the model's inputs for the
+    example indices ``idx`` (images, augmented; or token ids and attention mask)."""
     from tqdm.auto import tqdm
 
     n = len(y_all)
@@ -294,15 +300,15 @@ def _train_epochs(model, opt, cfg, x_all, y_all, t_all, teacher, kd, gen, dev, p
         running, seen = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
-            x = _augment(x_all[idx].float().div_(255.0), cfg.augment, gen).contiguous(memory_format=torch.channels_last)
+            x = batch(idx)
             y = y_all[idx]
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, step, total, steps_per_epoch)
             with _autocast(dev, precision):
-                out = model(x)
+                out = model(*x)
                 if teacher is not None:
                     with torch.no_grad():
-                        t_out = teacher(x)
+                        t_out = teacher(*x)
                 elif t_all is not None:
                     t_out = t_all[idx]
                 if step == 0:  # shapes, ranges and finiteness once; a NaN later shows in the epoch loss

@@ -160,3 +160,20 @@ def test_malformed_posts_name_the_post_and_the_field(edit, match, tmp_path):
     (root / "post_id_divisions.json").write_text(json.dumps(divisions))
     with pytest.raises(ValueError, match=match):
         hx.load_hatexplain(tmp_path)
+
+
+def synthetic_posts(n: int = 60, seed: int = 0) -> tuple[dict, dict]:
+    """``n`` decided posts with words that carry the label, targets drawn so that every split has
+    posts of each gender and several race groups; divisions 60/20/20 %."""
+    rng = np.random.default_rng(seed)
+    groups = [["Women"], ["Men"], ["African"], ["Arab"], ["Asian"], NONE]
+    posts = {}
+    for i in range(n):
+        toxic = bool(rng.random() < 0.5)
+        labels = ["offensive", "hatespeech", "offensive"] if toxic else ["normal", "normal", "offensive"]
+        target = groups[i % len(groups)]
+        words = ["you", "people", "are"] + (["vile", "scum"] if toxic else ["kind", "great"]) + [f"w{i % 7}"]
+        posts[f"{i}_gab"] = (labels, [target, target, NONE], list(rng.permutation(words)))
+    ids = list(posts)
+    cut = (int(0.6 * n), int(0.8 * n))
+    return posts, {"train": ids[:cut[0]], "val": ids[cut[0]:cut[1]], "test": ids[cut[1]:]}
