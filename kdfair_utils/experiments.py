@@ -314,6 +314,25 @@ _CELEBA = _real("celeba", "resnet50", "resnet18",
 # their nearest neighbour in pixel space (the paper does not say which pairs it used).
 _NO_TWINS = AnalysisConfig(attributes=(), twin_attributes=(), neighbour_pairs=1000)
 
+# HateXplain (Fig. 5): BERT-Base -> DistilBERT, toxic vs non-toxic, gender and race. Our recipe is the
+# usual BERT fine-tuning one (AdamW, lr 2e-5, 3 epochs, batch 32, warm-up then cosine decay,
+# gradient norm capped at 1), the same for teacher, NDS and DS. hatexplain_tiny is the offline,
+# CPU-sized version: small random BERT/DistilBERT and a WordPiece vocabulary built on the posts.
+_BERT_RECIPE = TrainConfig(epochs=3, batch_size=32, optimizer="adamw", lr=2e-5, weight_decay=0.01,
+                           warmup_epochs=0.3, grad_clip=1.0)
+_HATEXPLAIN = GridConfig(dataset="hatexplain", label="toxic",
+                         data_options={"tokenizer": "bert-base-uncased", "max_length": 128},
+                         teacher="bert-base-uncased", student="distilbert-base-uncased", teacher_train=_BERT_RECIPE,
+                         student_train=_BERT_RECIPE, teacher_seeds=_FIVE, seeds=_FIVE, temperatures=_T_FAIRNESS)
+_TINY_RECIPE = TrainConfig(epochs=4, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.01,
+                           warmup_epochs=0.25, grad_clip=5.0)
+_HATEXPLAIN_TINY = GridConfig(dataset="hatexplain", label="toxic",
+                              data_options={"tokenizer": "wordpiece", "vocab_size": 8000, "max_length": 64},
+                              teacher="bert-tiny", student="distilbert-tiny", teacher_train=_TINY_RECIPE,
+                              student_train=_TINY_RECIPE, teacher_seeds=(0, 1), seeds=(0, 1, 2),
+                              temperatures=(1, 2, 4, 10, 20, 40))
+_TEXT_ANALYSIS = AnalysisConfig(attributes=("gender", "race"), twin_attributes=())
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, TrainConfig(epochs=20, lr=0.05, batch_size=64))),
     "paper": Profile("paper", _PAPER, _class_bias_grid(_PAPER, TrainConfig(epochs=60, lr=0.05, batch_size=64)),
@@ -324,6 +343,9 @@ PROFILES: dict[str, Profile] = {
     "imagenet": Profile("imagenet", _IMAGENET, _IMAGENET, _NO_TWINS),
     # group fairness (Fig. 4-5, Table 2): a binary task, so no class-bias experiment
     "celeba": Profile("celeba", _CELEBA, None, dataclasses.replace(_NO_TWINS, attributes=("young", "male"))),
+    # text (Fig. 5): a binary task with gender and race groups
+    "hatexplain": Profile("hatexplain", _HATEXPLAIN, None, _TEXT_ANALYSIS),
+    "hatexplain_tiny": Profile("hatexplain_tiny", _HATEXPLAIN_TINY, None, _TEXT_ANALYSIS),
 }
 REAL_DATA_PROFILES = tuple(name for name, p in PROFILES.items() if p.main.dataset != "trifeature")
 

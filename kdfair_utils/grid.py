@@ -106,10 +106,13 @@ class GridConfig:
             raise ValueError(f"label must be a label name such as 'shape', got {self.label!r}")
         data = dataset_config(self.dataset, self.label, **check_mapping(self.data_options, "data_options"))
         if self.dataset in TEXT_DATASETS:
-            from .text_models import TEXT_ARCHS
+            from .text_models import PRETRAINED, TEXT_ARCHS
 
-            check_choice(self.teacher, "teacher", TEXT_ARCHS)
-            check_choice(self.student, "student", TEXT_ARCHS)
+            for name in ("teacher", "student"):
+                check_choice(getattr(self, name), name, TEXT_ARCHS)
+                if getattr(self, name) in PRETRAINED and data["tokenizer"] != "bert-base-uncased":
+                    raise ValueError(f"{name} {getattr(self, name)!r} reads bert-base-uncased token ids: set "
+                                     "data_options.tokenizer='bert-base-uncased'")
             for name in ("teacher_train", "student_train"):
                 if getattr(self, name).augment != "none":
                     raise ValueError(f"{name}.augment must be 'none': text has no augmentation")

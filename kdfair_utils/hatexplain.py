@@ -211,16 +211,20 @@ def load_hatexplain(data_dir: str | Path | None = None, *, download: bool = Fals
 
 
 # ----------------------------------------------------------------------------- as a Dataset
-OPTIONS = {"max_length": 128, "vocab_size": 8000, "min_frequency": 2}  # tokenisation (the defaults)
+# tokenisation (the defaults): a WordPiece vocabulary built on the training posts, or a pretrained one
+OPTIONS = {"tokenizer": "wordpiece", "max_length": 128, "vocab_size": 8000, "min_frequency": 2}
+TOKENIZERS = ("wordpiece", "bert-base-uncased")  # bert-base-uncased: also DistilBERT's vocabulary
+PRETRAINED_FOLDER = "pretrained"  # <data_dir>/hatexplain/pretrained/<name>/: save_pretrained files
 CLASS_NAMES = ("non-toxic", "toxic")
 
 
 def hatexplain_config(label: str | None = None, **options: Any) -> dict[str, Any]:
     """The validated config of ``load_dataset("hatexplain", label, **options)``: the label
-    (``toxic``) and the tokenisation options :data:`OPTIONS` (a WordPiece vocabulary built on the
-    training posts, :func:`kdfair_utils.text_models.train_wordpiece`; sequences cut and padded to
-    ``max_length`` tokens)."""
-    from .checks import check_int
+    (``toxic``) and the tokenisation options :data:`OPTIONS`: ``tokenizer`` ``wordpiece`` (a
+    vocabulary of ``vocab_size`` built on the training posts, :func:`kdfair_utils.text_models.train_wordpiece`)
+    or ``bert-base-uncased`` (the pretrained models' own); sequences cut and padded to
+    ``max_length`` tokens."""
+    from .checks import check_choice, check_int
 
     if label not in (None, "toxic"):
         raise ValueError(f"label {label!r}: hatexplain has one label, 'toxic'")
@@ -229,6 +233,7 @@ def hatexplain_config(label: str | None = None, **options: Any) -> dict[str, Any
         raise ValueError(f"unknown option data_options.{unknown[0]} for hatexplain; known: "
                          f"{', '.join('data_options.' + k for k in OPTIONS)}")
     config = {**OPTIONS, **options}
+    check_choice(config["tokenizer"], "data_options.tokenizer", TOKENIZERS)
     check_int(config["max_length"], "data_options.max_length", minimum=3, maximum=512)
     check_int(config["vocab_size"], "data_options.vocab_size", minimum=100)
     check_int(config["min_frequency"], "data_options.min_frequency", minimum=1)
@@ -248,15 +253,35 @@ def load_hatexplain_dataset(data_dir: str | Path | None = None, label: str | Non
     posts (the same posts give the same ids), labels 1 = toxic, and the attributes of
     :func:`attribute_values`. ``config["vocab"]`` is the vocabulary's size (the models' input)."""
     from .datasets import Dataset, Split
-    from .text_models import encode, train_wordpiece
+    from .text_models import encode, load_tokenizer, train_wordpiece
 
     config = hatexplain_config(label, **options)
     splits = load_hatexplain(data_dir, download=download)
-    tokenizer = train_wordpiece(splits["train"].texts, config["vocab_size"], min_frequency=config["min_frequency"])
+    pretrained = check_dir_path(data_dir if data_dir is not None else default_data_dir(), "data_dir") / FOLDER \
+        / PRETRAINED_FOLDER
+    if config["tokenizer"] == "wordpiece":
+        tokenizer = train_wordpiece(splits["train"].texts, config["vocab_size"], min_frequency=config["min_frequency"])
+    else:
+        where, online = pretrained_source(pretrained, config["tokenizer"], download)
+        tokenizer = load_tokenizer(where, online=online)
 
     def split(posts: Posts) -> Split:
         tokens, mask = encode(tokenizer, posts.texts, config["max_length"])
         return Split(None, posts.labels, dict(posts.attributes), tokens=tokens, mask=mask)
 
     return Dataset("hatexplain", "toxic", CLASS_NAMES, attribute_values(), split(splits["train"]),
-                   split(splits["test"]), {"val": split(splits["val"])}, config={**config, "vocab": len(tokenizer)})
+                   split(splits["test"]), {"val": split(splits["val"])},
+                   config={**config, "vocab": len(tokenizer), "pretrained": str(pretrained), "online": download})
+
+
+def pretrained_source(folder: Path, name: str, online: bool) -> tuple[str, bool]:
+    """``(where, online)`` for a pretrained tokenizer or model ``name``: ``folder/name`` when it holds
+    ``save_pretrained`` files, else (``online``) the Hub; a ``FileNotFoundError`` saying both otherwise."""
+    local = Path(folder) / name
+    if (local / "config.json").is_file() or (local / "tokenizer_config.json").is_file():
+        return str(local), False
+    if online:
+        return name, True
+    raise FileNotFoundError(f"{name} not found in {local} (save_pretrained files: config.json, weights, tokenizer "
+                            "files); put them there, or pass download=True (kdfair grid --download) to fetch them "
+                            "from the Hugging Face Hub")

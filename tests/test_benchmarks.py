@@ -85,3 +85,13 @@ def test_bench_decode_reduced_prints_a_rate_and_a_projection_per_data_set():
         threaded, single, ratio = float(cols[3]), float(cols[4]), float(cols[5].rstrip("x"))
         assert threaded > 0 and single > 0 and ratio == pytest.approx(threaded / single, abs=0.006)
     assert run("bench_decode.py", "--images", "0").returncode == 2
+
+
+def test_bench_text_reduced_prints_rates_and_a_projection():
+    pytest.importorskip("transformers")
+    proc = run("bench_text.py", "--posts", "16")
+    assert proc.returncode == 0, proc.stderr
+    rates = dict(re.findall(r"(teacher|nds|ds) ([0-9]+)", proc.stdout.splitlines()[0]))
+    assert set(rates) == {"teacher", "nds", "ds"} and all(float(v) > 0 for v in rates.values())
+    assert re.search(r"hatexplain_tiny grid \(23 models, 15,383 posts\): projected [0-9.]+ min", proc.stdout)
+    assert run("bench_text.py", "--posts", "1").returncode == 2

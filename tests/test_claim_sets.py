@@ -17,7 +17,7 @@ from kdfair_utils.results import (ClassAccuracies, MetricSummary, Population, Po
                                   PopulationValues, metric_column, record)
 
 TEACHER, NDS, D = Population.teacher(), Population.nds(), Population.ds
-DATASETS = ("trifeature", "cifar100", "tinyimagenet", "imagenet", "celeba")
+DATASETS = ("trifeature", "cifar100", "tinyimagenet", "imagenet", "celeba", "hatexplain")
 NUMBER = r"\d+(?:\.\d+)?"
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper.md"
 OPTS = report.Options(permutations=200, bootstrap_draws=20, seed=0, null_splits=20)
@@ -37,7 +37,7 @@ def test_known_sets_and_unknown_names():
     assert tuple(CLAIM_SETS) == DATASETS
     assert claims_for("trifeature") is paper.CLAIMS
     for name in ("svhn", "cifar10", "Celeba", ""):
-        with pytest.raises(ValueError, match="known: trifeature, cifar100, tinyimagenet, imagenet, celeba"):
+        with pytest.raises(ValueError, match="known: trifeature, cifar100, tinyimagenet, imagenet, celeba, hatexplain"):
             claims_for(name)
 
 
@@ -63,6 +63,9 @@ def test_ids_are_distinct_and_names_exist_in_the_profile(dataset):
         assert all(c.experiment == "main" for c in claims) and "teacher_accuracy" not in _by_id(dataset)
     elif dataset == "trifeature":
         assert used == {"color"}
+    elif dataset == "hatexplain":  # Fig. 5: gender and race; no pairs for individual fairness on text
+        assert used == {"gender", "race"} and all(c.experiment == "main" for c in claims)
+        assert _by_id(dataset)["very_high_t_reverses_gender"].paper == "EOD 1.13 (T=10) → 4.49 (T=40); DPD 0.64 → 2.32"
     else:
         assert used == set() and all(c.experiment == "class_bias" for c in claims)
         assert [c.id for c in claims] == ["ds_more_accurate", "sc_rises", "sc_above_chance", "sc_beyond_accuracy",

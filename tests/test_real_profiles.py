@@ -33,13 +33,22 @@ def make_cifar100(root) -> None:
 def test_the_real_data_profiles_name_the_papers_set_ups():
     expected = {"cifar100": ("cifar100", "resnet56", "resnet20"),
                 "tinyimagenet": ("tinyimagenet", "resnet50", "resnet18"),
-                "imagenet": ("imagenet", "resnet50", "resnet18"), "celeba": ("celeba", "resnet50", "resnet18")}
+                "imagenet": ("imagenet", "resnet50", "resnet18"), "celeba": ("celeba", "resnet50", "resnet18"),
+                "hatexplain": ("hatexplain", "bert-base-uncased", "distilbert-base-uncased"),
+                "hatexplain_tiny": ("hatexplain", "bert-tiny", "distilbert-tiny")}
     for name in REAL_DATA_PROFILES:
         profile = get_profile(name)
         main_grid = profile.main
         assert (main_grid.dataset, main_grid.teacher, main_grid.student) == expected[name]
+        if name == "hatexplain_tiny":  # the offline CPU version: fewer models
+            assert main_grid.data_options["tokenizer"] == "wordpiece" and profile.experiments == ("main",)
+            continue
         assert main_grid.seeds == main_grid.teacher_seeds == (0, 1, 2, 3, 4)
-        if name == "celeba":
+        if name == "hatexplain":
+            assert profile.experiments == ("main",) and main_grid.label == "toxic"
+            assert main_grid.temperatures == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40)
+            assert profile.analysis.attributes == ("gender", "race")
+        elif name == "celeba":
             assert profile.experiments == ("main",) and main_grid.label == "smiling"
             assert main_grid.temperatures == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40)
             assert profile.analysis.attributes == ("young", "male")
@@ -53,7 +62,8 @@ def test_the_real_data_profiles_name_the_papers_set_ups():
 
 @pytest.mark.parametrize("name,hint", [("cifar100", "cifar-100-python not found"),
                                        ("tinyimagenet", "tiny-imagenet-200"), ("imagenet", "image-net.org"),
-                                       ("celeba", "download=True")])
+                                       ("celeba", "download=True"),
+                                       ("hatexplain", "lacks dataset.json, post_id_divisions.json")])
 def test_grid_without_the_data_says_where_to_get_it_and_writes_nothing(name, hint, tmp_path, capsys):
     runs, data = tmp_path / "runs", tmp_path / "data"
     data.mkdir()
