@@ -156,7 +156,8 @@ def read_official(folder: str | Path) -> dict[str, Posts]:
         raise FileNotFoundError(
             f"HateXplain not found: {root} lacks {', '.join(missing)}. Put the official repository's "
             f"Data/dataset.json and Data/post_id_divisions.json (github.com/hate-alert/HateXplain) in {root}, "
-            f"or pass download=True to read the Hub's parquet conversion ({HUB_REPO}) through `datasets`")
+            f"or pass download=True (kdfair grid --download) to read the Hub's parquet conversion ({HUB_REPO}) "
+            "through `datasets`")
     data = json.loads((root / FILES[0]).read_text(encoding="utf-8"))
     divisions = json.loads((root / FILES[1]).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(divisions, dict):
