@@ -135,12 +135,13 @@ def new_model(arch: str, data: Dataset, stats: tuple[Any, Any] | None = None) ->
     from .train import with_normalization
 
     if data.kind == "text":
-        from .hatexplain import pretrained_source
+        from .hatexplain import load_pretrained
         from .text_models import PRETRAINED, build_text_model
 
         if arch in PRETRAINED:  # pretrained encoder, new classification head (seeded)
-            where, online = pretrained_source(Path(data.config["pretrained"]), arch, data.config["online"])
-            return build_text_model(arch, data.num_classes, pretrained=None if online else where, online=online)
+            return load_pretrained(lambda where, online: build_text_model(arch, data.num_classes, pretrained=where,
+                                                                          online=online),
+                                   Path(data.config["pretrained"]), arch, data.config["online"])
         return build_text_model(arch, data.num_classes, vocab_size=data.config["vocab"],
                                 max_length=data.train.tokens.shape[1])
     net = build_model(arch, data.num_classes, in_channels=data.image_shape[0], image_size=data.image_shape[1])

@@ -603,14 +603,15 @@ def _save_model(spec: ModelSpec, model, history: dict, seconds: float, chunk: in
     return meta
 
 
-def chunks(specs: list[ModelSpec], size: int) -> list[list[ModelSpec]]:
+def chunks(specs: list[ModelSpec], size: int, engine: str = "population") -> list[list[ModelSpec]]:
     """The grid's fixed training chunks: teachers, then students, each cut into balanced
     consecutive slices of at most ``size`` models (45 students, size 16 → 15 + 15 + 15; size 8 →
-    8 + 7 + 8 + 7 + 8 + 7)."""
+    8 + 7 + 8 + 7 + 8 + 7). Architectures the ``engine`` trains one at a time (not packable, e.g.
+    ResNet-50 or DistilBERT) come in chunks of one, so only one such model is in memory at once."""
     out: list[list[ModelSpec]] = []
     for group in ([s for s in specs if s.role == "teacher"], [s for s in specs if s.role != "teacher"]):
         if group:
-            n = -(-len(group) // size)
+            n = -(-len(group) // (size if engine_for(group[0].arch, engine) == "population" else 1))
             bounds = [round(i * len(group) / n) for i in range(n + 1)]
             out += [group[bounds[i]:bounds[i + 1]] for i in range(n)]
     return out
@@ -723,7 +724,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                 bar.update(len(todo))
             return True
 
-    waiting = [[s for s in chunk if s in pending] for chunk in chunks(specs, population_size)]
+    waiting = [[s for s in chunk if s in pending] for chunk in chunks(specs, population_size, engine)]
     waiting = [chunk for chunk in waiting if chunk]
     while waiting:
         ready = [c for c in waiting if all(s.teacher_key is None or s.teacher_key in meta for s in c)]
@@ -751,7 +752,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
         print(f"grid {cfg.label}: evaluated {len(evaluated)} cached model(s) on this evaluation set")
     result = GridResult(cfg, data, specs, runs, meta, trained=trained, loaded=loaded, repaired=repaired,
                         evaluated=evaluated, evals=evals, eval_dir=eval_folder(runs, eval_sha))
-    grid_key = config_key({"grid": cfg.to_dict(), "data": data.config})
+    grid_key = config_key({"grid": cfg.to_dict(), "data": dataset_config(cfg.dataset, cfg.label, **cfg.data_options)})
     summary_path = runs / "grids" / f"{cfg.label}-{grid_key}.json"
     if writable and (trained or not summary_path.exists()):
         save_json(summary_path, {"config": cfg.to_dict(), "data": data.config,

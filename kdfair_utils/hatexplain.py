@@ -134,12 +134,16 @@ def _split(ids: list[str], posts: Mapping[str, tuple[tuple[str, ...], int, set[s
 def _assemble(divisions: Mapping[str, list[str]], posts: Mapping[str, tuple[tuple[str, ...], int, set[str]] | None],
               where: str) -> dict[str, Posts]:
     """The three splits in the divisions' order; every listed post must exist and be decided."""
-    out = {}
+    out: dict[str, Posts] = {}
+    seen: dict[str, str] = {}
     for split in SPLITS:
         ids = divisions.get(split)
         if not isinstance(ids, list):
             raise ValueError(f"{where}: no {split!r} list of post ids")
         for post_id in ids:
+            if post_id in seen:
+                raise _error(post_id, split, f"listed twice in the divisions ({seen[post_id]} and {split})")
+            seen[post_id] = split
             if post_id not in posts:
                 raise _error(post_id, split, f"listed in the {split} division but not in the data")
             if posts[post_id] is None:
@@ -238,6 +242,11 @@ def hatexplain_config(label: str | None = None, **options: Any) -> dict[str, Any
     check_int(config["max_length"], "data_options.max_length", minimum=3, maximum=512)
     check_int(config["vocab_size"], "data_options.vocab_size", minimum=100)
     check_int(config["min_frequency"], "data_options.min_frequency", minimum=1)
+    if config["tokenizer"] != "wordpiece":  # its vocabulary is the pretrained one: these would key nothing
+        for key in ("vocab_size", "min_frequency"):
+            if key in options:
+                raise ValueError(f"data_options.{key} applies to tokenizer='wordpiece' only")
+            del config[key]
     return {"name": "hatexplain", "label": "toxic", **config}
 
 
@@ -263,8 +272,8 @@ def load_hatexplain_dataset(data_dir: str | Path | None = None, label: str | Non
     if config["tokenizer"] == "wordpiece":
         tokenizer = train_wordpiece(splits["train"].texts, config["vocab_size"], min_frequency=config["min_frequency"])
     else:
-        where, online = pretrained_source(pretrained, config["tokenizer"], download)
-        tokenizer = load_tokenizer(where, online=online)
+        tokenizer = load_pretrained(lambda where, online: load_tokenizer(where, online=online), pretrained,
+                                    config["tokenizer"], download)
 
     def split(posts: Posts) -> Split:
         tokens, mask = encode(tokenizer, posts.texts, config["max_length"])
@@ -277,12 +286,23 @@ def load_hatexplain_dataset(data_dir: str | Path | None = None, label: str | Non
 
 def pretrained_source(folder: Path, name: str, online: bool) -> tuple[str, bool]:
     """``(where, online)`` for a pretrained tokenizer or model ``name``: ``folder/name`` when it holds
-    ``save_pretrained`` files, else (``online``) the Hub; a ``FileNotFoundError`` saying both otherwise."""
+    ``save_pretrained`` files, else the Hub by name (``online``: downloading; otherwise only what
+    an earlier download left in the Hugging Face cache, see :func:`load_pretrained`)."""
     local = Path(folder) / name
     if (local / "config.json").is_file() or (local / "tokenizer_config.json").is_file():
         return str(local), False
-    if online:
-        return name, True
-    raise FileNotFoundError(f"{name} not found in {local} (save_pretrained files: config.json, weights, tokenizer "
-                            "files); put them there, or pass download=True (kdfair grid --download) to fetch them "
-                            "from the Hugging Face Hub")
+    return name, online
+
+
+def load_pretrained(load: Any, folder: Path, name: str, online: bool) -> Any:
+    """``load(where, online)`` for ``name`` (:func:`pretrained_source`); a ``FileNotFoundError``
+    naming the folder and the download option when it is neither there nor in the cache."""
+    where, online = pretrained_source(folder, name, online)
+    try:
+        return load(where, online)
+    except OSError:
+        if online:
+            raise
+        raise FileNotFoundError(f"{name} not found in {Path(folder) / name} (save_pretrained files: config.json, "
+                                "weights, tokenizer files) nor in the Hugging Face cache; put them there, or pass "
+                                "download=True (kdfair grid --download) to fetch them from the Hub") from None

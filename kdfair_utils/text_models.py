@@ -46,9 +46,11 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 8000, *, min_frequen
 
     Its vocabulary is built deterministically (the ``tokenizers`` WordPiece trainer breaks ties in
     a different order on every run, so the same posts could give other token ids): the special
-    tokens, every character seen (alone and as a ``##`` continuation, so no word is unknown), then
-    whole words seen at least ``min_frequency`` times, most frequent first (ties alphabetically),
-    up to ``vocab_size`` entries. Words outside it are spelt in characters.
+    tokens, every character seen (alone and as a ``##`` continuation), then whole words seen at
+    least ``min_frequency`` times, most frequent first (ties alphabetically), up to ``vocab_size``
+    entries. A word is cut into the longest pieces of the vocabulary (``womensmen`` → ``women ##s
+    ##m ##e ##n``); a word with a character never seen in the training posts (an emoji first met in
+    the test split) becomes ``[UNK]``.
     """
     from collections import Counter
 
@@ -129,7 +131,7 @@ def build_text_model(arch: str, num_labels: int, *, vocab_size: int | None = Non
     if pretrained is None and not online:
         raise ValueError(f"{arch}: pass pretrained=<folder with its save_pretrained files>, or online=True to "
                          "download it from the Hub")
-    model = tf.AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels,
+    model = tf.AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, dtype=torch.float32,
                                                                   local_files_only=not online)
     return TextClassifier(model)
 

@@ -150,6 +150,8 @@ def _entry(pid, **change):
     (lambda d, v: d["5_gab"]["annotators"].pop(), r"post '5_gab', field 'annotators': expected 3 annotators, got 2"),
     (lambda d, v: d["6_gab"]["annotators"][1].update(target="Women"), r"post '6_gab', field 'target': each "
                                                                       r"annotator's target must be a list"),
+    (lambda d, v: v["test"].append("2_gab"), r"post '2_gab', field 'test': listed twice in the divisions \(train and "
+                                             r"test\)"),
 ])
 def test_malformed_posts_name_the_post_and_the_field(edit, match, tmp_path):
     root = make_hatexplain(tmp_path)
@@ -177,3 +179,23 @@ def synthetic_posts(n: int = 60, seed: int = 0) -> tuple[dict, dict]:
     ids = list(posts)
     cut = (int(0.6 * n), int(0.8 * n))
     return posts, {"train": ids[:cut[0]], "val": ids[cut[0]:cut[1]], "test": ids[cut[1]:]}
+
+
+def test_the_hubs_parquet_files_read_through_datasets_give_the_same_posts(tmp_path, monkeypatch):
+    """The Hub's conversion as `datasets` returns it: rows written to parquet with the Hub's features
+    (annotators a sequence of {label: ClassLabel, annotator_id, target}) and read back."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({
+        "id": datasets.Value("string"),
+        "annotators": datasets.Sequence({"label": datasets.ClassLabel(names=list(hx.HUB_LABELS)),
+                                         "annotator_id": datasets.Value("int32"),
+                                         "target": datasets.Sequence(datasets.Value("string"))}),
+        "rationales": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
+        "post_tokens": datasets.Sequence(datasets.Value("string"))})
+    files = {}
+    for split, rows in hub_rows().items():
+        files[split] = str(tmp_path / f"{split}.parquet")
+        datasets.Dataset.from_list(rows, features=features).to_parquet(files[split])
+    hub = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, **kwargs: hub)
+    assert_fixture(hx.load_hatexplain(tmp_path / "empty", download=True))

@@ -50,6 +50,8 @@ def test_a_text_grid_trains_caches_and_reloads(tmp_path):
     ({"data_options.max_length": 2}, "data_options.max_length must be >= 3"),
     ({"data_options.tokenizer": "bpe"}, "data_options.tokenizer must be one of wordpiece, bert-base-uncased"),
     ({"data_options.lowercase": True}, "unknown option data_options.lowercase for hatexplain"),
+    ({"data_options": {"tokenizer": "bert-base-uncased", "vocab_size": 500}},
+     "data_options.vocab_size applies to tokenizer='wordpiece' only"),
     ({"teacher": "bert-base-uncased"}, "teacher 'bert-base-uncased' reads bert-base-uncased token ids: set "
                                        "data_options.tokenizer='bert-base-uncased'"),
 ])
@@ -128,3 +130,14 @@ def test_the_paper_models_load_from_local_pretrained_folders(tmp_path):
     assert np.array_equal(data.train.tokens, tm.encode(tokenizer, load_hatexplain(tmp_path / "data")["train"].texts,
                                                        12)[0])  # the saved tokenizer's ids
     assert (result.predictions(Population.teacher()) == data.test.labels).mean() > 0.5
+
+
+def test_text_models_train_one_at_a_time_so_one_is_in_memory():
+    """Models that cannot be packed come in chunks of one (70 DistilBERTs would not fit a GPU at once);
+    packable image models keep their chunks."""
+    from kdfair_utils.grid import chunks, model_specs
+
+    specs = model_specs(TEXT_GRID, {"name": "hatexplain"})
+    assert [len(c) for c in chunks(specs, 16)] == [1] * len(specs)
+    image = model_specs(GridConfig(seeds=(0, 1, 2), temperatures=(2, 4)), {"name": "trifeature"})
+    assert [len(c) for c in chunks(image, 16)] == [2, 9]
