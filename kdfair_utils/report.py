@@ -56,9 +56,10 @@ VERDICTS = ("- **holds**: p < 0.05 in the paper's direction; **not significant**
             "shuffled within each true class across groups); the raw values are shown.\n"
             "- support: share of bootstrap resamples that give the same verdict, among those where it is "
             "measurable (n/a when fewer than 80 % are: too few units, e.g. 2 teachers); teachers are resampled, and each drawn teacher's students with it (students of one "
-            "teacher are a cluster). The p-values of comparisons and counts treat the 5 student seeds as "
-            "independent although the quick profile's 2 teachers are shared (seeds 0, 2, 4 and 1, 3), so they "
-            "are optimistic; intervals are two-sided 95 %.")
+            "teacher are a cluster). The p-values of comparisons and counts treat the student seeds as "
+            "independent, although students that share a teacher are not (the quick profile: 2 teachers for 5 "
+            "seeds, seeds 0, 2, 4 and 1, 3; the paper's design gives each seed its own teacher), so where teachers "
+            "are shared they are optimistic; intervals are two-sided 95 %.")
 
 
 @dataclass(frozen=True)
