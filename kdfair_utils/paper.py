@@ -513,21 +513,19 @@ def claims_for(dataset: str) -> tuple[Claim, ...]:
 
 
 # ----------------------------------------------------------------------------- per data set
-_ACCURACY_TABLES = {"trifeature": "Trifeature (shape; colour), ResNet-20 → LeNet-5",
-                    "celeba": "CelebA (smiling; young), ResNet-50 → ResNet-18",
-                    "cifar100": "CIFAR-100, ResNet-56 → ResNet-20", "imagenet": "ImageNet, ResNet-50 → ResNet-18"}
+_ACCURACY_TABLES = {"trifeature": TRIFEATURE_TABLE2, "celeba": CELEBA_TABLE2, "cifar100": _CIFAR,
+                    "imagenet": _IMAGENET}
 _FAIRNESS_TABLES = {("trifeature", "color"): TRIFEATURE_TABLE2, ("celeba", "young"): CELEBA_YOUNG,
                     ("celeba", "male"): CELEBA_MALE_APPROX, ("hatexplain", "gender"): HATEXPLAIN_GENDER,
                     ("hatexplain", "race"): HATEXPLAIN_RACE}
-_LIPSCHITZ_TABLES = {"trifeature": "Trifeature", "celeba": "CelebA", "hatexplain": "HateXplain"}
+_LIPSCHITZ_TABLES = {name.lower(): table for name, table in TABLE4.items()}
 
 
 def accuracy_table(dataset: str) -> dict[Population, Any] | None:
     """The paper's rows (with ``accuracy`` and ``accuracy_std``) for the architectures our profile
     of ``dataset`` uses: Table 2 (Trifeature, CelebA) or Table 1 (CIFAR-100, ImageNet); None where
     the paper's table was not retrievable (Tiny ImageNet's Table 6) or there is none."""
-    name = _ACCURACY_TABLES.get(dataset)
-    return None if name is None else (TABLE2 if name in TABLE2 else TABLE1)[name]
+    return _ACCURACY_TABLES.get(dataset)
 
 
 def fairness_table(dataset: str, attribute: str) -> dict[Population, Any] | None:
@@ -539,5 +537,4 @@ def fairness_table(dataset: str, attribute: str) -> dict[Population, Any] | None
 
 def lipschitz_table(dataset: str) -> dict[Population, float] | None:
     """The paper's Table 4 column (Lipschitz ratio per population) for ``dataset``, or None."""
-    name = _LIPSCHITZ_TABLES.get(dataset)
-    return None if name is None else TABLE4[name]
+    return _LIPSCHITZ_TABLES.get(dataset)

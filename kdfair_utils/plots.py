@@ -15,13 +15,19 @@ def _plt():
     return plt
 
 
+def _split(data: Dataset, split: str):
+    """``data``'s split named ``split`` (``train`` or an evaluation split)."""
+    s = data.eval_splits().get(split, data.train if split == "train" else None)
+    if s is None:
+        raise ValueError(f"unknown split {split!r}")
+    return s
+
+
 def trifeature_gallery(data: Dataset, *, rows: str = "shape", cols: str = "color", split: str = "train",
                        size: float = 0.9):
     """One example per (rows value, cols value), e.g. every shape in every colour."""
     plt = _plt()
-    s = data.eval_splits().get(split, data.train if split == "train" else None)
-    if s is None:
-        raise ValueError(f"unknown split {split!r}")
+    s = _split(data, split)
     for name in (rows, cols):
         if name not in s.attributes:
             raise ValueError(f"unknown attribute {name!r}; known: {', '.join(s.attributes)}")
@@ -49,9 +55,7 @@ def class_gallery(data: Dataset, *, per_class: int = 6, max_classes: int = 10, s
     """The first ``per_class`` images of each of the first ``max_classes`` classes, one row per
     class (for data sets without Trifeature's generating factors)."""
     plt = _plt()
-    s = data.eval_splits().get(split, data.train if split == "train" else None)
-    if s is None:
-        raise ValueError(f"unknown split {split!r}")
+    s = _split(data, split)
     shown = range(min(max_classes, data.num_classes))
     fig, axes = plt.subplots(len(shown), per_class, figsize=(size * per_class, size * len(shown)), squeeze=False)
     for i in shown:

@@ -160,8 +160,7 @@ def train_text_model(model: nn.Module, input_ids: Any, attention_mask: Any, labe
     per-epoch mean loss."""
     from .checks import SEED_RANGE
     from .distill import KDLoss
-    from .train import (_train_epochs, build_optimizer, exact_fp32, resolve_device, resolve_precision,
-                        seed_everything)
+    from .train import fit, resolve_device, resolve_precision, seed_everything
 
     cfg.validate()
     if cfg.augment != "none":
@@ -182,13 +181,8 @@ def train_text_model(model: nn.Module, input_ids: Any, attention_mask: Any, labe
                                                                    device=dev)
     if t_all is not None and t_all.shape[0] != len(y):
         raise ValueError(f"teacher_logits has {t_all.shape[0]} rows for {len(y)} posts")
-    opt = build_optimizer(cfg, [(p, p.ndim > 1) for p in model.parameters()])
-    history: dict[str, list[float]] = {"loss": []}
-    with exact_fp32(dev, precision):
-        _train_epochs(model, opt, cfg, lambda idx: (ids_t[idx], mask_t[idx]), y_t, t_all, None, kd, gen, dev,
-                      precision, history, desc, progress)
-    model.eval()
-    return history
+    return fit(model, cfg, lambda idx: (ids_t[idx], mask_t[idx]), y_t, t_all, None, kd, gen, dev, precision, desc,
+               progress)
 
 
 @torch.no_grad()

@@ -276,6 +276,14 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
         x = _augment(x_all[idx].float().div_(255.0), cfg.augment, gen)
         return (x.contiguous(memory_format=torch.channels_last),)
 
+    return fit(model, cfg, batch, y_all, t_all, teacher, kd, gen, dev, precision, desc, progress)
+
+
+def fit(model, cfg, batch, y_all, t_all, teacher, kd, gen, dev, precision, desc, progress) -> dict[str, list[float]]:
+    """The training of every model kind, after its trainer has checked its inputs and placed them on
+    ``dev``: the recipe's optimiser, then the epochs (``batch(idx)`` gives the model's inputs for
+    the example indices ``idx``: images, augmented; or token ids and attention mask) in exact fp32
+    where asked; leaves the model in eval mode and returns the per-epoch mean loss."""
     opt = build_optimizer(cfg, [(p, p.ndim > 1) for p in model.parameters()])
     history: dict[str, list[float]] = {"loss": []}
     with exact_fp32(dev, precision):
@@ -286,8 +294,6 @@ def train_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
 
 def _train_epochs(model, opt, cfg, batch, y_all, t_all, teacher, kd, gen, dev, precision, history, desc,
                   progress) -> None:
-    """The training loop of every model kind: ``batch(idx)`` gives the model's inputs for the
-    example indices ``idx`` (images, augmented; or token ids and attention mask)."""
     from tqdm.auto import tqdm
 
     n = len(y_all)
