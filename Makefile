@@ -8,7 +8,7 @@ PROFILE ?= quick
 # seconds a notebook cell may go without a reply before its notebook is run again (kdfair run --cell-timeout)
 CELL_TIMEOUT ?= 3600
 
-.PHONY: test test-fast reproduce readme lab benchmark clean-runs
+.PHONY: test test-fast reproduce readme lab benchmark clean-runs course classroom
 
 # the package and what the notebooks need (enough for `make reproduce`) ...
 $(BASE_STAMP): pyproject.toml
@@ -35,9 +35,20 @@ reproduce: $(BASE_STAMP)
 readme: $(BASE_STAMP)
 	$(BIN)/kdfair readme runs/$(PROFILE) --readme README.md
 
+# course mode: rebuild the student notebooks (course/) from the instructor ones (notebooks/) ...
+course: $(BASE_STAMP)
+	$(BIN)/kdfair course build
+
+# ... and prepare the classroom profile's models once (then share runs/ with the students)
+classroom: $(BASE_STAMP)
+	$(BIN)/kdfair grid --profile classroom --experiment main
+	$(BIN)/kdfair grid --profile classroom --experiment class_bias
+
+# LAB_DIR=course opens the student notebooks instead of the instructor ones
+LAB_DIR ?= notebooks
 lab: $(BASE_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_DIR)/
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py

@@ -47,7 +47,7 @@ def rate(arch: str, classes: int, augment: str, *, members: int, images: int, ep
 
 
 def main() -> None:
-    from kdfair_utils.checks import check_device
+    from kdfair_utils.validation import check_device
     from kdfair_utils.train import resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -128,7 +128,7 @@ def _cifar100_slice(n: int, reduced: bool):
 
 
 def main() -> None:
-    from kdfair_utils.checks import check_device
+    from kdfair_utils.validation import check_device
     from kdfair_utils.datasets import load_dataset
     from kdfair_utils.experiments import get_profile
     from kdfair_utils.grid import default_population_size

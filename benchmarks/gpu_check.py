@@ -184,7 +184,7 @@ def real_profile_projection(device: str, reduced: bool) -> dict:
 
 
 def main() -> int:
-    from kdfair_utils.checks import check_device
+    from kdfair_utils.validation import check_device
     from kdfair_utils.train import resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -229,7 +229,7 @@ def cached_npz(path: Path, tag: Any, check: Callable[[dict[str, np.ndarray]], tu
     lock, so concurrent processes make the file once; only this file's leftover temporaries are
     removed.
     """
-    from .checks import check_writable_dir
+    from .validation import check_writable_dir
 
     def read() -> tuple[T | None, str | None]:
         arrays, problem = read_tagged_npz(path, tag)

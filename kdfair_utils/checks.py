@@ -1,160 +1,596 @@
-"""The one place argument values are checked: by type and by value, naming the argument.
+"""Self-checks for the notebook exercises: ``checks.check_kd_loss(my_kd_loss)`` and five more.
 
-Every config (``GridConfig``, ``TrainConfig``, ``TrifeatureSpec``, ``AnalysisConfig``) and every
-entry point (``run_grid``, ``setup``, ``run_series``, the CLI) validates with these helpers before
-any data is generated, any model trained or any file written, and raises ``ValueError`` whose
-message starts with the argument's name. Booleans are never accepted as numbers, strings never
-as numbers, and non-finite floats only where a caller asks for them.
+Each check runs the student's function and the package's reference implementation on the same
+fixed list of seeded random and edge-case inputs and prints exactly one line:
+
+* ``✓ check_NAME: passed (N cases)`` and returns ``True``, or
+* ``✗ check_NAME: HINT. Failing case i/N: INPUTS; expected X, got Y`` and returns ``False``
+  (it stops at the first failing case).
+
+Conventions:
+
+* Deterministic and fast: the same inputs at every call (fixed seeds), well under a second.
+* The student's function gets fresh copies of the inputs; identity is kept within one run (the
+  KD check passes the *same* teacher-logit object at two temperatures, to catch cached targets).
+  A function that changes an input in place fails with a hint saying so.
+* A check never raises because of the student's function: ``NotImplementedError`` (the
+  exercise stub) gives "not implemented yet", any other exception its type and message, and a
+  result of the wrong type or shape a hint on what to return. Warnings are silenced while the
+  checks run. Only a bad argument to the check itself raises (``TypeError``: ``fn`` not callable).
+* Diagnosis: when a result differs from the reference (``np.isclose``, rtol 1e-5, atol 1e-8),
+  the check evaluates a list of typical mistakes on the same inputs; the first that gives the
+  student's value names the mistake, else the hint is "differs from the reference". The cases
+  are chosen so that every listed mistake differs from the reference on at least one of them.
+
+The checks, their signatures and references:
+
+* :func:`check_kd_loss` — ``fn(student_logits, teacher_logits, targets, temperature, alpha)``
+  → scalar differentiable tensor (float64 inputs; value *and* gradient w.r.t. the student logits
+  are compared) vs :func:`kdfair_utils.distill.kd_loss`.
+* :func:`check_welch_count` — ``fn(acc_a, overall_a, acc_b, overall_b, significance)`` → int
+  vs ``class_bias_from_accuracy(...).counts.raw`` (a class constant within both populations at
+  different values has p = NaN and is not counted).
+* :func:`check_bh` — ``fn(p_values, q)`` → boolean mask in input order vs
+  ``kdfair_utils.stats.benjamini_hochberg(p) <= q``.
+* :func:`check_dpd` / :func:`check_eod` — ``fn(y_true, y_pred, groups)`` → float (0/1 labels,
+  any number of int or string groups) vs :mod:`kdfair_utils.group_fairness`.
+* :func:`check_lipschitz` — ``fn(probs, probs_pair, x, x_pair)`` → float (TV over RMS-L2 of the
+  flattened inputs, mean over pairs) vs :func:`kdfair_utils.individual_fairness.lipschitz_ratio`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import os
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+import copy
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
 
-SEED_RANGE = (0, 2**31 - 1)  # accepted by random, numpy and torch alike
+import numpy as np
+import torch
+from scipy import stats as sps
+from torch.nn import functional as F
 
+from .class_bias import class_bias_from_accuracy, normalized_class_accuracy
+from .distill import distillation_term, kd_loss
+from .group_fairness import demographic_parity_difference, equalized_odds_difference
+from .individual_fairness import input_distance, lipschitz_ratio, output_distance, softmax
+from .stats import benjamini_hochberg, holm
 
-def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An integer (not a bool, not a float such as 2.0) within ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
+__all__ = ["PASSED", "FAILED", "CHECKS", "check_kd_loss", "check_welch_count", "check_bh", "check_dpd",
+           "check_eod", "check_lipschitz"]
 
+PASSED = "✓"
+FAILED = "✗"
+RTOL, ATOL = 1e-5, 1e-8
+DIFFERS = "differs from the reference"
+NOT_IMPLEMENTED = "not implemented yet: replace the `raise NotImplementedError` stub with your code"
 
-def check_number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
-                 min_inclusive: bool = True, max_inclusive: bool = True) -> float:
-    """A finite real number (int or float, not a bool or a string) within the given bounds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if minimum is not None and (value < minimum or (value == minimum and not min_inclusive)):
-        raise ValueError(f"{name} must be {'>=' if min_inclusive else '>'} {minimum:g}, got {value:g}")
-    if maximum is not None and (value > maximum or (value == maximum and not max_inclusive)):
-        raise ValueError(f"{name} must be {'<=' if max_inclusive else '<'} {maximum:g}, got {value:g}")
-    return value
+Fn = Callable[..., Any]
+Mistake = tuple[str, Fn]  # (hint, a wrong implementation with the check's signature)
 
 
-def check_significance(value: Any, name: str = "significance") -> float:
-    """A level (significance, confidence) strictly between 0 and 1."""
-    return check_number(value, name, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
+class _Wrong(Exception):
+    """A result of the wrong type or shape; the message is the hint."""
 
 
-def check_bool(value: Any, name: str) -> bool:
-    """``True`` or ``False`` exactly (a string such as ``"no"`` is truthy, hence refused)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class _Case:
+    label: str                          # the inputs in a few words
+    inputs: tuple                       # never passed to anyone: every call gets copies
+    mistakes: tuple[Mistake, ...] = ()  # mistakes of this case only, tried before the check's own
+    fallback: str = DIFFERS             # the hint when no mistake matches
+    error_note: str = ""                # appended to the hint when the student's function raises
 
 
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    arg_names: tuple[str, ...]
+    reference: Fn
+    mistakes: tuple[Mistake, ...]
+    cases: Callable[[], list[_Case]]
+    read: Callable[[Any, tuple], np.ndarray]  # (result, its args) → comparable array, or raise _Wrong
+    show: Callable[[np.ndarray], str] = lambda v: f"{v.item():.6g}"
+    nonfinite: str = "returns NaN or inf where the reference is finite"
 
 
-def check_sequence(value: Any, name: str) -> tuple:
-    """A non-empty list or tuple (a single value is not silently wrapped)."""
-    if not isinstance(value, (list, tuple)) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty list, got {value!r}")
-    return tuple(value)
+# ----------------------------------------------------------------------------- the runner
+def _run(spec: _Spec, fn: Fn) -> bool:
+    """Run ``fn`` on every case of ``spec``; print one line; True when all match the reference."""
+    if not callable(fn):
+        raise TypeError(f"check_{spec.name} needs your function, got {type(fn).__name__}")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        cases = spec.cases()
+        memo: dict = {}  # the student's copies keep the inputs' identity across cases
+        for i, case in enumerate(cases, 1):
+            expected = _evaluate(spec, spec.reference, case)
+            hint, got = _judge(spec, fn, case, expected, memo)
+            if hint:
+                print(f"{FAILED} check_{spec.name}: {hint}. Failing case {i}/{len(cases)}: {case.label}; "
+                      f"expected {spec.show(expected)}, got {got}")
+                return False
+    print(f"{PASSED} check_{spec.name}: passed ({len(cases)} cases)")
+    return True
 
 
-def check_seeds(values: Any, name: str) -> tuple[int, ...]:
-    """Distinct integer seeds in :data:`SEED_RANGE`."""
-    seeds = tuple(check_int(v, f"{name}[{i}]", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
-                  for i, v in enumerate(check_sequence(values, name)))
-    check_distinct(seeds, name)
-    return seeds
+def _evaluate(spec: _Spec, func: Fn, case: _Case) -> np.ndarray:
+    args = copy.deepcopy(case.inputs)
+    return spec.read(func(*args), args)
 
 
-def check_distinct(values: Iterable[Any], name: str, label: Any = None) -> None:
-    """No two values equal (or, with ``label``, no two with the same label)."""
-    seen: dict[Any, Any] = {}
-    for v in values:
-        key = label(v) if label is not None else v
-        if key in seen:
-            same = f" (both shown as {key})" if label is not None and seen[key] != v else ""
-            raise ValueError(f"{name} has duplicates: {seen[key]!r} and {v!r}{same}")
-        seen[key] = v
-
-
-def check_mapping(value: Any, name: str) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a dict of options, got {value!r}")
-    return value
-
-
-def check_device(device: Any, name: str = "device"):
-    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``, present on this machine;
-    returns the resolved ``torch.device``."""
-    import torch
-
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str):
-        raise ValueError(f"{name} must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}")
+def _judge(spec: _Spec, fn: Fn, case: _Case, expected: np.ndarray, memo: dict) -> tuple[str, str]:
+    """The hint ("" when the student's result matches) and what the student's function gave."""
+    args = copy.deepcopy(case.inputs, memo)
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{name} {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name} {device!r}: CUDA is not available on this machine; use auto or cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return dev
-    if dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{name} {device!r}: MPS is not available on this machine; use auto or cpu")
-        return dev
-    raise ValueError(f"{name} {device!r}: kdfair trains on cpu, cuda or mps, not {dev.type}")
+        result = fn(*args)
+    except NotImplementedError:
+        return NOT_IMPLEMENTED, "NotImplementedError"
+    except Exception as e:  # noqa: BLE001 - the student's error is the report
+        return f"your function raised {type(e).__name__}: {_oneline(e)}{case.error_note}", type(e).__name__
+    changed = [n for n, a, b in zip(spec.arg_names, args, case.inputs) if not _same(a, b)]
+    if changed:
+        return (f"changes its input `{changed[0]}` in place (e.g. x.sort(), x /= T): work on a copy",
+                _brief(result))
+    try:
+        got = spec.read(result, args)
+    except _Wrong as w:
+        return str(w), _brief(result)
+    except Exception as e:  # noqa: BLE001
+        return f"returns {_brief(result)}, which cannot be read ({type(e).__name__}: {_oneline(e)})", _brief(result)
+    if _close(got, expected):
+        return "", ""
+    if np.isfinite(expected).all() and not np.isfinite(got).all():
+        return spec.nonfinite, spec.show(got)
+    return _diagnose(spec, case, got), spec.show(got)
 
 
-def check_dir_path(path: Any, name: str) -> Path:
-    """A folder path (existing or not) with no file in the way; nothing is created."""
-    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
-        raise ValueError(f"{name} must be a folder path, got {path!r}")
-    path = Path(path)
-    probe = _nearest_existing(path)
-    if not probe.is_dir():
-        raise ValueError(f"{name} {str(path)!r}: {str(probe)!r} is not a folder")
-    return path
+def _diagnose(spec: _Spec, case: _Case, got: np.ndarray) -> str:
+    """The hint of the first typical mistake that gives ``got`` on this case, else the fallback."""
+    for hint, wrong in case.mistakes + spec.mistakes:
+        try:
+            if _close(_evaluate(spec, wrong, case), got):
+                return hint
+        except Exception:  # noqa: BLE001 - a mistake undefined on these inputs (e.g. paired, 4 vs 6)
+            continue
+    return case.fallback
 
 
-def is_writable_dir(path: Path) -> bool:
-    """Whether ``path`` exists as a writable folder or could be created (its nearest existing
-    ancestor is a writable folder); nothing is written."""
-    probe = _nearest_existing(path)
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=RTOL, atol=ATOL))
 
 
-def check_writable_dir(path: Any, name: str) -> Path:
-    """:func:`check_dir_path` and :func:`is_writable_dir`: checked without writing anything."""
-    path = check_dir_path(path, name)
-    if not is_writable_dir(path):
-        probe = _nearest_existing(path)
-        what = "is not writable" if probe == path.absolute() else f"cannot be created: {str(probe)!r} is not writable"
-        raise ValueError(f"{name} {str(path)!r} {what} (check its permissions or choose another folder)")
-    return path
+def _same(a: Any, b: Any) -> bool:
+    """Is the student's copy ``a`` still equal to the original ``b``?"""
+    if isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a.detach(), b.detach())
+    if isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+    return True  # numbers are immutable
 
 
-def _nearest_existing(path: Path) -> Path:
-    probe = path.absolute()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    return probe
+def _oneline(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _brief(x: Any) -> str:
+    """``a float 0.25``, ``an ndarray of shape (3,)``: what a result is, in a few words."""
+    kind = type(x).__name__
+    kind = f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+    try:
+        if hasattr(x, "shape") and np.ndim(x) > 0:
+            return f"{kind} of shape {tuple(x.shape)}"
+        text = " ".join(repr(x).split())
+    except Exception:  # noqa: BLE001 - a result that cannot even be shown
+        return kind
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+# ----------------------------------------------------------------------------- result readers
+_DIFFERENTIABLE = "keep it a differentiable torch tensor (no .item(), .detach() or numpy)"
+
+
+def _read_loss(loss: Any, args: tuple) -> np.ndarray:
+    """Loss value and its gradient w.r.t. the student logits (``args[0]``), flattened."""
+    student = args[0]
+    if not isinstance(loss, torch.Tensor):
+        raise _Wrong(f"returns {_brief(loss)}: {_DIFFERENTIABLE}")
+    if loss.ndim != 0:
+        b, c = student.shape
+        what = {(b,): "average over the batch", (b, c): "sum over the classes and average over the batch"}
+        raise _Wrong(f"returns shape {tuple(loss.shape)}: {what.get(tuple(loss.shape), 'return a scalar loss')}")
+    grad = torch.autograd.grad(loss, student, allow_unused=True)[0] if loss.requires_grad else None
+    if grad is None:
+        raise _Wrong(f"returns a tensor with no gradient w.r.t. student_logits: {_DIFFERENTIABLE}")
+    return np.concatenate([[loss.item()], grad.detach().double().cpu().numpy().ravel()])
+
+
+def _read_count(count: Any, args: tuple) -> np.ndarray:
+    if isinstance(count, (bool, np.bool_)) or np.ndim(count) != 0 or not float(count).is_integer():
+        raise _Wrong(f"returns {_brief(count)}: return the number of significant classes (an int)")
+    return np.array([float(count)])
+
+
+def _read_mask(mask: Any, args: tuple) -> np.ndarray:
+    arr, p = np.asarray(mask), args[0]
+    if arr.dtype.kind not in "biuf":
+        raise _Wrong(f"returns {_brief(mask)}: return a boolean mask, one entry per p-value")
+    if arr.ndim == 0:
+        raise _Wrong(f"returns one number ({_brief(mask)}), a count?: return a boolean mask, one entry per p-value")
+    if arr.shape != p.shape:
+        raise _Wrong(f"returns shape {arr.shape}: return a boolean mask shaped like p_values {p.shape}")
+    if arr.dtype.kind == "f":
+        raise _Wrong("returns floats, the adjusted p-values?: return a boolean mask of the rejected hypotheses")
+    if arr.dtype != bool:
+        raise _Wrong(f"returns dtype {arr.dtype}: return a boolean mask (dtype bool)")
+    return arr.astype(float)
+
+
+def _read_float(value: Any, args: tuple, *, what: str) -> np.ndarray:
+    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0:
+        raise _Wrong(f"returns {_brief(value)}: return a single float ({what})")
+    return np.array([float(value)])
+
+
+# ----------------------------------------------------------------------------- 1. KD loss
+_STABLE = "numerically unstable on large logits: use F.log_softmax, never torch.log(F.softmax(...)) or a bare exp"
+_CACHED = "softened teacher targets were cached/reused across calls: recompute them at each call's temperature"
+
+
+def _kd_variant(soft: Callable[..., torch.Tensor], hard_at_t: bool = False) -> Fn:
+    """A wrong loss: α·soft(s, t, T) + (1 − α)·CE, the CE on student/T when ``hard_at_t``."""
+    return lambda s, t, y, T, a: a * soft(s, t, T) + (1 - a) * F.cross_entropy(s / T if hard_at_t else s, y)
+
+
+def _reverse_kl(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    log_s, log_t = F.log_softmax(s / T, dim=-1), F.log_softmax(t / T, dim=-1)
+    return T**2 * F.kl_div(log_t, log_s, reduction="batchmean", log_target=True)
+
+
+_KD_MISTAKES: tuple[Mistake, ...] = (
+    ("the distillation term is not multiplied by T² (multiply the KL by temperature**2)",
+     lambda s, t, y, T, a: kd_loss(s, t, y, T, a, t2_scaling=False)),
+    ("the distillation term is multiplied by T instead of T²",
+     _kd_variant(lambda s, t, T: distillation_term(s, t, T) / T)),
+    ('the KL uses reduction="mean", which also divides by the number of classes: use reduction="batchmean"',
+     _kd_variant(lambda s, t, T: distillation_term(s, t, T) / s.shape[1])),
+    ("the KL is summed over the batch: average it over the batch (reduction=\"batchmean\")",
+     _kd_variant(lambda s, t, T: distillation_term(s, t, T) * s.shape[0])),
+    ("alpha and 1 − alpha are swapped: alpha weights the distillation (KL) term, 1 − alpha the cross-entropy",
+     lambda s, t, y, T, a: kd_loss(s, t, y, T, 1 - a)),
+    ("the KL direction is reversed: use KL(teacher ‖ student), i.e. F.kl_div(log p_student, p_teacher)",
+     _kd_variant(_reverse_kl)),
+    ("the cross-entropy uses the softened logits student/T: use the raw student logits (T = 1)",
+     _kd_variant(distillation_term, hard_at_t=True)),
+    ("the teacher's logits are not divided by T before the softmax",
+     _kd_variant(lambda s, t, T: distillation_term(s, t * T, T))),
+    ("the student's logits are not divided by T before the log-softmax",
+     _kd_variant(lambda s, t, T: distillation_term(s * T, t, T))),
+)
+
+
+def _kd_cases() -> list[_Case]:
+    gen = torch.Generator().manual_seed(0)
+
+    def case(b: int, c: int, T: float, alpha: float, scale: float = 3.0, teacher: Any = None, **kw: Any) -> _Case:
+        s = torch.randn(b, c, generator=gen, dtype=torch.float64) * scale
+        t = torch.randn(b, c, generator=gen, dtype=torch.float64) * scale if teacher is None else teacher
+        y = torch.randint(0, c, (b,), generator=gen)
+        label = f"batch {b}, {c} classes, logits ~ ±{scale:g}, T={T:g}, alpha={alpha:g}" + kw.pop("note", "")
+        return _Case(label, (s.requires_grad_(), t, y, float(T), float(alpha)), **kw)
+
+    first = case(8, 5, 2, 0.8)
+    cached = (_CACHED, _kd_variant(lambda s, t, T: distillation_term(s, t * T / 2, T)))  # teacher softened at T=2
+    return [first,
+            case(8, 5, 4, 0.8, teacher=first.inputs[1], mistakes=(cached,), note=", the same teacher_logits as case 1"),
+            case(1, 3, 4, 0.5),
+            case(16, 10, 10, 0.0),
+            case(6, 4, 1, 1.0),
+            case(4, 6, 1, 0.8, scale=1000.0, fallback=_STABLE)]
+
+
+_KD = _Spec("kd_loss", ("student_logits", "teacher_logits", "targets", "temperature", "alpha"), kd_loss,
+            _KD_MISTAKES, _kd_cases, _read_loss,
+            show=lambda v: f"loss {v[0]:.6g} (gradient norm {np.linalg.norm(v[1:]):.4g})",
+            nonfinite=f"returns NaN or inf: {_STABLE}")
+
+
+def check_kd_loss(fn: Fn) -> bool:
+    """Check ``fn(student_logits, teacher_logits, targets, temperature, alpha)`` → scalar loss
+    tensor against :func:`kdfair_utils.distill.kd_loss`: α·T²·KL(softmax(teacher/T) ‖
+    softmax(student/T)) (batch-mean) + (1 − α)·CE(student, targets), value and gradient."""
+    return _run(_KD, fn)
+
+
+# ----------------------------------------------------------------------------- 2. Welch count
+def _welch_result(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
+                  significance: float) -> Any:
+    return class_bias_from_accuracy(acc_a, ov_a, acc_b, ov_b, significance=significance)
+
+
+def _welch_count(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
+                 significance: float) -> int:
+    return _welch_result(acc_a, ov_a, acc_b, ov_b, significance).counts.raw
+
+
+def _scipy_count(test: Fn, acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
+                 significance: float, **options: Any) -> int:
+    """Classes (or whatever ``options`` make it test) with scipy's p < significance."""
+    xa, xb = normalized_class_accuracy(acc_a, ov_a), normalized_class_accuracy(acc_b, ov_b)
+    return int(np.sum(test(xa, xb, **options).pvalue < significance))
+
+
+_WELCH_MISTAKES: tuple[Mistake, ...] = (
+    ("no normalisation: divide each model's class accuracies by its overall accuracy (acc / overall[:, None])",
+     lambda aa, oa, ab, ob, s: _welch_count(aa, np.ones_like(oa), ab, np.ones_like(ob), s)),
+    ("Student's t-test (equal_var=True): use Welch's unequal-variance test (equal_var=False)",
+     functools.partial(_scipy_count, sps.ttest_ind, equal_var=True)),
+    ("tests along the wrong axis (one test per model): test each class across the models (axis=0)",
+     functools.partial(_scipy_count, sps.ttest_ind, axis=1, equal_var=False)),
+    ("paired test (ttest_rel): the populations are independent models, use ttest_ind(..., equal_var=False)",
+     functools.partial(_scipy_count, sps.ttest_rel)),
+    ("counts BH-corrected p-values: #SC/#TC count raw p < significance, no correction",
+     lambda *a: _welch_result(*a).counts.bh),
+    ("counts Holm-corrected p-values: #SC/#TC count raw p < significance, no correction",
+     lambda *a: _welch_result(*a).counts.holm),
+    ("counts p >= significance: count the classes with p < significance",
+     lambda *a: _welch_result(*a).counts.tested - _welch_result(*a).counts.raw),
+    ("ignores the significance argument (uses 0.05)", lambda aa, oa, ab, ob, s: _welch_count(aa, oa, ab, ob, 0.05)),
+)
+
+_CONSTANT = ("counts a class that is constant in both populations at different values: Welch's t is undefined "
+             "there (scipy says p = 0); leave such classes out",
+             lambda *a: _welch_count(*a) + _welch_result(*a).degenerate["constant_different"])
+
+
+def _welch_case(seed: int, n_a: int, n_b: int, c: int, significance: float, degenerate: bool = False) -> _Case:
+    """Two populations with true effects in ~30 % of the classes and unequal variances."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.5, 0.95, c)
+    effect = np.where(rng.random(c) < 0.3, rng.normal(0, 0.08, c), 0.0)
+    noise_a = rng.uniform(0.01, 0.05, c)
+    noise_b = noise_a * rng.choice([0.3, 1.0, 4.0], c)
+    ov_a, ov_b = rng.uniform(0.7, 0.85, n_a), rng.uniform(0.6, 0.8, n_b)
+    acc_a = np.clip(ov_a[:, None] * (base + noise_a * rng.normal(size=(n_a, c))), 0, 1)
+    acc_b = np.clip(ov_b[:, None] * (base + effect + noise_b * rng.normal(size=(n_b, c))), 0, 1)
+    label = f"{n_a} vs {n_b} models, {c} classes, significance {significance:g}"
+    if degenerate:  # class 0: normalised 1.0 vs 0.5 exactly in every model; class 1: 0 everywhere
+        acc_a[:, 0], acc_b[:, 0], acc_a[:, 1], acc_b[:, 1] = ov_a, ov_b * 0.5, 0.0, 0.0
+        label += "; class 0 constant within each population (1.0 vs 0.5), class 1 always 0"
+    return _Case(label, (acc_a, ov_a, acc_b, ov_b, significance), mistakes=(_CONSTANT,) if degenerate else ())
+
+
+_WELCH = _Spec("welch_count", ("acc_a", "overall_a", "acc_b", "overall_b", "significance"), _welch_count,
+               _WELCH_MISTAKES, lambda: [_welch_case(4, 5, 5, 100, 0.05), _welch_case(2, 5, 5, 40, 0.05, True),
+                                         _welch_case(3, 4, 6, 60, 0.05), _welch_case(1, 5, 5, 30, 0.01)],
+               _read_count, show=lambda v: str(int(v.item())))
+
+
+def check_welch_count(fn: Fn) -> bool:
+    """Check ``fn(acc_a, overall_a, acc_b, overall_b, significance)`` → int, the paper's #SC/#TC:
+    classes whose ratio-normalised accuracy differs (Welch, raw p < significance), against
+    :func:`kdfair_utils.class_bias.class_bias_from_accuracy` (``.counts.raw``)."""
+    return _run(_WELCH, fn)
+
+
+# ----------------------------------------------------------------------------- 3. Benjamini–Hochberg
+def _bh_reference(p: np.ndarray, q: float) -> np.ndarray:
+    return benjamini_hochberg(p) <= q
+
+
+def _bh_step(p: np.ndarray, q: float, *, step_down: bool = False, first_rank: int = 1) -> np.ndarray:
+    """A hand-written BH with a mistake: stop at the first failure, or ranks from ``first_rank``."""
+    m, order = len(p), np.argsort(p)
+    below = p[order] <= q * np.arange(first_rank, first_rank + m) / m
+    k = (m if below.all() else int(np.argmin(below))) if step_down else (int(np.flatnonzero(below).max()) + 1
+                                                                          if below.any() else 0)
+    mask = np.zeros(m, dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+_BH_MISTAKES: tuple[Mistake, ...] = (
+    ("Bonferroni (p <= q/m): BH compares the i-th smallest p-value with i·q/m", lambda p, q: p <= q / len(p)),
+    ("no correction (p <= q): compare the i-th smallest p-value with i·q/m", lambda p, q: p <= q),
+    ("stops at the first p_(i) > i·q/m (step-down): BH is step-up, reject all up to the LARGEST i with "
+     "p_(i) <= i·q/m", functools.partial(_bh_step, step_down=True)),
+    ("the mask is in sorted order: return it in the input order (mask[order] = ...)",
+     lambda p, q: _bh_reference(p, q)[np.argsort(p)]),
+    ("ranks start at 0: the i-th smallest p-value has rank i = 1..m (threshold i·q/m)",
+     functools.partial(_bh_step, first_rank=0)),
+    ("Holm's step-down thresholds q/(m − i + 1): BH uses i·q/m", lambda p, q: holm(p) <= q),
+)
+
+
+def _bh_cases() -> list[_Case]:
+    rng = np.random.default_rng(5)
+    steps = np.array([0.004, 0.0105, 0.025, 0.043, 0.046, 0.049, 0.065, 0.09, 0.3, 0.7])
+    mixed = np.concatenate([rng.uniform(0, 0.004, 8), rng.uniform(0, 1, 22)])
+    ties = np.array([0.04, 0.01, 0.5, 0.01, 0.03, 0.04, 0.2, 0.01])
+    return [_Case("10 unsorted p-values, q=0.1, one in the middle above its threshold i·q/m",
+                  (steps[[9, 3, 0, 7, 5, 1, 8, 4, 2, 6]], 0.1)),
+            _Case("30 unsorted p-values (8 below 0.004), q=0.05", (rng.permutation(mixed), 0.05)),
+            _Case("8 p-values with ties (0.01 three times), q=0.05", (ties, 0.05)),
+            _Case("a single p-value 0.03, q=0.05", (np.array([0.03]), 0.05)),
+            _Case("15 null p-values (all above 0.2), q=0.05", (rng.uniform(0.2, 1, 15), 0.05))]
+
+
+_BH = _Spec("bh", ("p_values", "q"), _bh_reference, _BH_MISTAKES, _bh_cases, _read_mask,
+            show=lambda v: "mask " + "".join("1" if b else "0" for b in v) + f" ({int(v.sum())} rejected)")
+
+
+def check_bh(fn: Fn) -> bool:
+    """Check ``fn(p_values, q)`` → boolean mask (input order) of the hypotheses Benjamini–Hochberg
+    rejects at FDR level q, against ``kdfair_utils.stats.benjamini_hochberg(p) <= q``."""
+    return _run(_BH, fn)
+
+
+# ----------------------------------------------------------------------------- 4./5. DPD and EOD
+_FIRST_TWO = "uses only the first two groups: take max − min over all groups"
+
+
+def _dpd(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, **options: Any) -> float:
+    return demographic_parity_difference(y_true, y_pred, sensitive_features=groups, **options)
+
+
+def _eod(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, **options: Any) -> float:
+    return equalized_odds_difference(y_true, y_pred, sensitive_features=groups, **options)
+
+
+def _per_group(stat: Fn, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    return np.array([stat(y_true[groups == g], y_pred[groups == g]) for g in np.unique(groups)])
+
+
+def _accuracy_gap(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> float:
+    return float(np.ptp(_per_group(lambda t, p: np.mean(t == p), y_true, y_pred, groups)))
+
+
+def _first_two(metric: Fn) -> Fn:
+    def wrong(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> float:
+        keep = np.isin(groups, np.unique(groups)[:2])
+        return metric(y_true[keep], y_pred[keep], groups[keep])
+    return wrong
+
+
+def _rate_gap(label: int) -> Fn:
+    """max − min over groups of P(ŷ = 1 | Y = label, A = a): the TPR (1) or FPR (0) difference."""
+    return lambda y_true, y_pred, groups: _dpd(y_true[y_true == label], y_pred[y_true == label],
+                                               groups[y_true == label])
+
+
+_DPD_MISTAKES: tuple[Mistake, ...] = (
+    ("uses y_true (base rates): the selection rate P(ŷ = 1 | A = a) comes from y_pred",
+     lambda yt, yp, g: _dpd(yt, yt, g)),
+    (_FIRST_TWO, _first_two(_dpd)),
+    ("returns the ratio min/max of the selection rates: DPD is their difference max − min",
+     lambda yt, yp, g: (lambda r: r.min() / r.max())(_per_group(lambda t, p: p.mean(), yt, yp, g))),
+    ("reversed conditioning P(A = a | ŷ = 1): use the selection rate P(ŷ = 1 | A = a), the mean of y_pred "
+     "within each group", lambda yt, yp, g: float(np.ptp(_per_group(lambda t, p: p.sum(), yt, yp, g) / yp.sum()))),
+    ('the largest deviation from the overall selection rate (fairlearn\'s method="to_overall"): take max − min '
+     "between groups", functools.partial(_dpd, method="to_overall")),
+    ("compares accuracy between groups: DPD compares selection rates P(ŷ = 1 | A = a)", _accuracy_gap),
+)
+
+_EOD_MISTAKES: tuple[Mistake, ...] = (
+    ("uses the TPR difference only (equal opportunity): return the larger of the TPR and FPR differences",
+     _rate_gap(1)),
+    ("uses the FPR difference only: return the larger of the TPR and FPR differences", _rate_gap(0)),
+    ('averages the TPR and FPR differences (agg="mean"): return the larger (worst case)',
+     functools.partial(_eod, agg="mean")),
+    ("adds the TPR and FPR differences: return the larger of the two",
+     lambda yt, yp, g: _rate_gap(1)(yt, yp, g) + _rate_gap(0)(yt, yp, g)),
+    ("computes the demographic parity difference: EOD conditions on the true label (TPR = P(ŷ = 1 | Y = 1, A), "
+     "FPR = P(ŷ = 1 | Y = 0, A))", _dpd),
+    ("compares accuracy between groups: EOD compares TPR and FPR between groups", _accuracy_gap),
+    (_FIRST_TWO, _first_two(_eod)),
+)
+
+
+def _groups_case(seed: int, labels: list, sizes: list[int], base: list[float], tpr: list[float],
+                 fpr: list[float]) -> _Case:
+    """Binary labels and predictions with exactly the given base rate, TPR and FPR in each group."""
+    parts = []
+    for g, n, b, tp, fp in zip(labels, sizes, base, tpr, fpr):
+        pos = round(b * n)
+        hits, alarms = round(tp * pos), round(fp * (n - pos))
+        y_true = np.repeat([1, 0], [pos, n - pos])
+        y_pred = np.repeat([1, 0, 1, 0], [hits, pos - hits, alarms, n - pos - alarms])
+        parts.append((y_true, y_pred, np.full(n, g)))
+    order = np.random.default_rng(seed).permutation(sum(sizes))
+    y_true, y_pred, groups = (np.concatenate(p)[order] for p in zip(*parts))
+    kind = "string" if isinstance(labels[0], str) else "int"
+    return _Case(f"{len(labels)} {kind} groups of sizes {'/'.join(map(str, sizes))}", (y_true, y_pred, groups))
+
+
+def _dpd_cases() -> list[_Case]:
+    ten = list(range(10))
+    return [_groups_case(0, [0, 1, 2], [40, 25, 15], [0.5, 0.3, 0.6], [0.8, 0.7, 0.9], [0.2, 0.1, 0.4]),
+            _groups_case(1, [0, 1], [30, 50], [0.4, 0.6], [0.9, 0.6], [0.3, 0.1]),
+            _groups_case(2, [3 * g + 1 for g in ten], [8 + 3 * (g % 4) for g in ten], [0.3 + 0.05 * g for g in ten],
+                         [0.9 - 0.04 * g for g in ten], [0.05 + 0.03 * (g % 5) for g in ten]),
+            _groups_case(3, ["female", "male", "nonbinary"], [30, 36, 10], [0.5, 0.5, 0.4], [0.7, 0.8, 0.5],
+                         [0.2, 0.3, 0.1])]
+
+
+def _eod_cases() -> list[_Case]:
+    return [_groups_case(4, [0, 1, 2], [40, 30, 20], [0.5, 0.4, 0.6], [0.65, 0.75, 0.8], [0.1, 0.3, 0.5]),
+            _groups_case(5, ["a", "b", "c"], [30, 40, 20], [0.5, 0.5, 0.6], [0.9, 0.6, 0.5], [0.2, 0.25, 0.3]),
+            _groups_case(6, [0, 1], [50, 30], [0.4, 0.6], [0.6, 0.9], [0.1, 0.3]),
+            _groups_case(7, [1, 2, 3, 4, 5], [20, 15, 25, 10, 30], [0.4, 0.5, 0.6, 0.5, 0.3],
+                         [0.5, 0.6, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.2, 0.1])]
+
+
+_GROUP_ARGS = ("y_true", "y_pred", "groups")
+_DPD = _Spec("dpd", _GROUP_ARGS, _dpd, _DPD_MISTAKES, _dpd_cases,
+             functools.partial(_read_float, what="max − min over the groups"))
+_EOD = _Spec("eod", _GROUP_ARGS, _eod, _EOD_MISTAKES, _eod_cases,
+             functools.partial(_read_float, what="the larger of the TPR and FPR differences"))
+
+
+def check_dpd(fn: Fn) -> bool:
+    """Check ``fn(y_true, y_pred, groups)`` → float, the demographic parity difference (max − min
+    over groups of P(ŷ = 1 | A = a)), against
+    :func:`kdfair_utils.group_fairness.demographic_parity_difference`."""
+    return _run(_DPD, fn)
+
+
+def check_eod(fn: Fn) -> bool:
+    """Check ``fn(y_true, y_pred, groups)`` → float, the equalized odds difference (the larger of
+    the TPR and FPR differences, each max − min over groups), against
+    :func:`kdfair_utils.group_fairness.equalized_odds_difference`."""
+    return _run(_EOD, fn)
+
+
+# ----------------------------------------------------------------------------- 6. Lipschitz ratio
+def _last_axis(p: np.ndarray, q: np.ndarray, x: np.ndarray, x2: np.ndarray) -> float:
+    """Mean of D / d with d the RMS over the last axis only (a per-pair loop gives this)."""
+    d = np.sqrt(((x - x2) ** 2).mean(-1))
+    return float(np.mean(output_distance(p, q).reshape((-1,) + (1,) * (d.ndim - 1)) / d))
+
+
+_LIP_MISTAKES: tuple[Mistake, ...] = (
+    ("ratio of means (mean D / mean d): take the mean over pairs of the ratios D/d",
+     lambda p, q, x, x2: output_distance(p, q).mean() / input_distance(x, x2).mean()),
+    ("L1 output distance: the total variation is half of it, ½·Σ|p − p′|",
+     functools.partial(lipschitz_ratio, output="l1")),
+    ("plain L2 norm of the input difference: d is the RMS distance sqrt(mean((x − x′)²)), i.e. divide by √dim",
+     lambda p, q, x, x2: lipschitz_ratio(p, q, x, x2) / np.sqrt(x[0].size)),
+    ("L2 output distance: use the total variation ½·Σ|p − p′|", functools.partial(lipschitz_ratio, output="l2")),
+    ("squared input distance (missing square root): d = sqrt(mean((x − x′)²))",
+     lambda p, q, x, x2: float(np.mean(output_distance(p, q) / input_distance(x, x2) ** 2))),
+    ("max over pairs: take the mean over pairs", lambda *a: float(lipschitz_ratio(*a, reduce=False).max())),
+    ("distance over the last axis only: flatten each input (x.reshape(len(x), -1)) before taking d", _last_axis),
+)
+
+
+def _pairs_case(seed: int, shape: tuple[int, ...], classes: int) -> _Case:
+    """Inputs in [0, 1] with partners at varied distances, and probabilities from nearby logits."""
+    rng = np.random.default_rng(seed)
+    x = rng.random(shape)
+    step = rng.uniform(0.02, 0.3, (shape[0],) + (1,) * (len(shape) - 1))
+    x_pair = np.clip(x + step * rng.normal(size=shape), 0, 1)
+    logits = rng.normal(0, 2, (shape[0], classes))
+    probs, probs_pair = softmax(logits), softmax(logits + rng.normal(0, 1, logits.shape))
+    kind = "image" if len(shape) > 2 else "feature"
+    note = f" (x has shape {shape}: flatten each input before taking d)" if len(shape) > 2 else ""
+    return _Case(f"{shape[0]} {kind} pairs, x of shape {shape}, {classes} classes", (probs, probs_pair, x, x_pair),
+                 error_note=note)
+
+
+_LIP = _Spec("lipschitz", ("probs", "probs_pair", "x", "x_pair"), lipschitz_ratio, _LIP_MISTAKES,
+             lambda: [_pairs_case(0, (12, 3, 8, 8), 10), _pairs_case(1, (20, 16), 4), _pairs_case(2, (1, 3, 8, 8), 5),
+                      _pairs_case(3, (6, 1, 5, 7), 3)],
+             functools.partial(_read_float, what="the mean over pairs"))
+
+
+def check_lipschitz(fn: Fn) -> bool:
+    """Check ``fn(probs, probs_pair, x, x_pair)`` → float, the mean over pairs of TV(p, p′) / RMS(x − x′)
+    (inputs flattened), against :func:`kdfair_utils.individual_fairness.lipschitz_ratio`."""
+    return _run(_LIP, fn)
+
+
+CHECKS: dict[str, Callable[[Fn], bool]] = {
+    f.__name__: f for f in (check_kd_loss, check_welch_count, check_bh, check_dpd, check_eod, check_lipschitz)}

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .results import ChanceLevel, ClassBiasAtT, ClassBiasSummary, Population, SignificantCounts, in_window
-from .checks import check_significance
+from .validation import check_significance
 from .stats import adjust_pvalues, welch_ttest
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def null_from_accuracy(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray | 
                        max_splits: int = 500, seed: int = 0) -> NullCalibration:
     """:func:`null_calibration` from per-class and overall accuracies (``acc_b=None``: split one
     population into halves)."""
-    from .checks import check_int
+    from .validation import check_int
 
     check_int(max_splits, "max_splits", minimum=1)
     check_significance(significance)

@@ -1,6 +1,8 @@
 """Command line: ``kdfair grid`` trains/loads one experiment's grid and prints its accuracies;
 ``kdfair run`` executes the notebook series and writes the report; ``kdfair readme`` puts a
-run's claims table into the README.
+run's claims table into the README; ``kdfair course build`` writes the student notebooks
+(``course/``) from the instructor ones (``notebooks/``) and ``kdfair course check`` fails when
+they are out of date.
 
 Both ``grid`` and ``run`` take ``--set FIELD=VALUE`` in the dotted vocabulary of
 :mod:`kdfair_utils.experiments` (the notebooks' ``OVERRIDES`` parameter takes the same names).
@@ -105,6 +107,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_course(args: argparse.Namespace) -> int:
+    from .course import default_lessons
+
+    lessons = default_lessons()
+    if args.action == "check":
+        stale = lessons.stale()
+        if stale:
+            print(f"out of date in {lessons.target}: {', '.join(stale)} (run `kdfair course build`)")
+            return 1
+        print(f"{len(lessons.notebooks())} student notebooks in {lessons.target} are up to date")
+        return 0
+    written = lessons.build()
+    print(f"wrote {len(written)} of {len(lessons.notebooks())} student notebooks into {lessons.target}"
+          + (": " + ", ".join(p.name for p in written) if written else " (all were up to date)"))
+    return 0
+
+
 def cmd_readme(args: argparse.Namespace) -> int:
     from .paths import checkout_dir, default_runs_dir
     from .report import update_readme
@@ -185,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the run folder (default <runs>/quick: $KDFAIR_RUNS or <checkout>/runs)")
     m.add_argument("--readme", type=Path, default=None, help="default: the checkout's README.md")
     m.set_defaults(func=cmd_readme)
+
+    c = sub.add_parser("course", help="student notebooks: build course/ from notebooks/, or check it is up to date")
+    c.add_argument("action", choices=("build", "check"))
+    c.set_defaults(func=cmd_course)
     return parser
 
 

@@ -28,7 +28,7 @@ from . import hatexplain as hx
 from . import image_folders as imf
 from . import trifeature as tf
 from .cache import cached_npz, config_key
-from .checks import check_choice, check_dir_path, check_mapping
+from .validation import check_choice, check_dir_path, check_mapping
 from .paths import default_data_dir
 from .results import DatasetSummary
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.nn import functional as F
 
-from .checks import check_bool, check_number
+from .validation import check_bool, check_number
 
 
 TEMPERATURE_RANGE = (0.01, 1000.0)  # beyond it T² overflows or logits/T loses every digit

@@ -169,7 +169,7 @@ def ensure_evaluated(specs: Sequence[ModelSpec], metas: dict[str, dict[str, Any]
     here (``RuntimeError``), nor is anything in a read-only runs folder (``ValueError``)."""
     from tqdm.auto import tqdm
 
-    from .checks import is_writable_dir
+    from .validation import is_writable_dir
     from .train import numerics
 
     folder = eval_folder(runs_dir, eval_sha256)

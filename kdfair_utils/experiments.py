@@ -37,6 +37,10 @@ Trifeature shape with the quick profile:
   20,000 test images (200 per shape × colour cell, so per class of the 100-class label), 2
   teachers and 5 student seeds (252 seed relabellings: the permutation null can reach p ≈ 0.008;
   the 5 students share the 2 teachers, which the report's cluster bootstrap accounts for);
+* ``classroom`` (course mode, ``course/``) is ``quick`` at T = 1, 2, 4, 10, 40 (class bias: 2, 4,
+  10): 54 of quick's 79 models, the same cache entries, so ``make reproduce`` or ``kdfair grid
+  --profile classroom`` prepares a class's models once; no model takes more than a minute to
+  train on 2 CPU cores;
 * ``paper`` has the paper's design — 5 teachers, 5 student seeds, T = 1..10 and 20, 30, 40 for
   fairness, T = 2..10 for class bias — at Trifeature scale, with longer schedules; it is for a GPU.
 
@@ -61,7 +65,7 @@ from .class_bias import NORMALIZATIONS
 from .individual_fairness import INPUT_DISTANCES, NEIGHBOURS, OUTPUT_DISTANCES
 from .paper import CLASS_BIAS_WINDOW
 from .results import in_window
-from .checks import SEED_RANGE, check_choice, check_int, check_significance
+from .validation import SEED_RANGE, check_choice, check_int, check_significance
 from .datasets import TWIN_ATTRIBUTES, dataset_attributes
 from .distill import TEMPERATURE_RANGE
 from .train import TrainConfig
@@ -270,6 +274,10 @@ def _class_bias_grid(main: GridConfig, teacher_train: TrainConfig) -> GridConfig
 
 
 _QUICK = GridConfig()
+_QUICK_CLASS_TEACHER = TrainConfig(epochs=20, lr=0.05, batch_size=64)
+# Course mode: the quick recipes, data and seeds at five temperatures (the class-bias grid keeps 2, 4 and 10),
+# so every classroom model is one of quick's (the same cache keys: `make reproduce` prepares it too).
+_CLASSROOM = dataclasses.replace(_QUICK, temperatures=(1, 2, 4, 10, 40))
 _PAPER = GridConfig(
     data_options={"image_size": 32, "per_combination": 10, "test_fraction": 0.2},
     teacher_train=TrainConfig(epochs=30, lr=0.05),
@@ -334,7 +342,8 @@ _HATEXPLAIN_TINY = GridConfig(dataset="hatexplain", label="toxic",
 _TEXT_ANALYSIS = AnalysisConfig(attributes=("gender", "race"), twin_attributes=())
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, TrainConfig(epochs=20, lr=0.05, batch_size=64))),
+    "quick": Profile("quick", _QUICK, _class_bias_grid(_QUICK, _QUICK_CLASS_TEACHER)),
+    "classroom": Profile("classroom", _CLASSROOM, _class_bias_grid(_CLASSROOM, _QUICK_CLASS_TEACHER)),
     "paper": Profile("paper", _PAPER, _class_bias_grid(_PAPER, TrainConfig(epochs=60, lr=0.05, batch_size=64)),
                      AnalysisConfig(null_splits=1000)),
     # class bias (Table 1): one grid serves both experiments (the same keys, trained once)

@@ -53,7 +53,7 @@ import numpy as np
 
 from .cache import (atomic_write, check_file, config_key, file_lock, file_record, load_json, load_npz,
                     remove_stale_tmp, save_json, save_npz, seal, sha256_bytes, unseal)
-from .checks import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_int,
+from .validation import (check_bool, check_choice, check_device, check_dir_path, check_distinct, check_int,
                      check_mapping, check_number, check_seeds, check_sequence, is_writable_dir)
 from .datasets import TEXT_DATASETS, Dataset, dataset_config, eval_sha256, load_dataset, train_sha256, training_config
 from .evaluations import ensure_evaluated, eval_folder, evaluate_and_save, load_net
@@ -754,10 +754,42 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
                         evaluated=evaluated, evals=evals, eval_dir=eval_folder(runs, eval_sha))
     grid_key = config_key({"grid": cfg.to_dict(), "data": dataset_config(cfg.dataset, cfg.label, **cfg.data_options)})
     summary_path = runs / "grids" / f"{cfg.label}-{grid_key}.json"
-    if writable and (trained or not summary_path.exists()):
-        save_json(summary_path, {"config": cfg.to_dict(), "data": data.config,
-                                 "models": [dataclasses.asdict(s) for s in specs]})
+    summary = {"config": cfg.to_dict(), "data": data.config, "numerics": keyed,
+               "models": [dataclasses.asdict(s) for s in specs]}
+    if writable and (trained or not summary_path.exists() or load_json(summary_path).get("numerics") != keyed):
+        save_json(summary_path, summary)
     return result
+
+
+def prepared_numerics(cfg: GridConfig, runs_dir: str | Path, *, device: str = "auto",
+                      precision: str = "auto") -> dict[str, Any] | None:
+    """The numerics another machine trained every model of ``cfg`` under, in ``runs_dir``, where
+    this machine's own keys miss some: e.g. an instructor's cache copied to a laptop with another
+    thread count (:func:`~kdfair_utils.train.numerics` is part of every key). Candidates are the
+    numerics recorded in the grid summaries of ``<runs>/grids/`` (any grid: a subset grid finds a
+    larger one's), newest first; returns None when this machine's keys find every model, or when
+    no candidate does. Pass the result to :func:`run_grid` as ``numerics_as``."""
+    models = Path(runs_dir) / "models"
+
+    def complete(numerics_as: dict[str, Any] | None) -> bool:
+        return all((models / s.dirname / "meta.json").exists()
+                   for s in model_specs(cfg, device=device, precision=precision, numerics_as=numerics_as))
+
+    if complete(None):
+        return None
+    here = numerics(device, precision)
+    summaries = sorted((Path(runs_dir) / "grids").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    seen: list[dict[str, Any]] = []
+    for path in summaries:
+        try:
+            found = load_json(path).get("numerics")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, dict) and found != here and found not in seen:
+            seen.append(found)
+            if complete(found):
+                return found
+    return None
 
 
 def _note_environments(meta: dict[str, dict[str, Any]], device: str) -> None:

@@ -394,7 +394,7 @@ def zero_disparity_reference(y_true: Any, y_pred: Any, *, sensitive_features: An
     accuracy falls even when errors do not depend on the group at all. Judge a fairness effect
     on the excess over the reference, and keep the raw value in view.
     """
-    from .checks import check_int, check_significance
+    from .validation import check_int, check_significance
 
     check_int(draws, "draws", minimum=2)
     check_significance(confidence, "confidence")

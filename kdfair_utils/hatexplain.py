@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .checks import check_dir_path
+from .validation import check_dir_path
 from .paths import default_data_dir
 
 FOLDER = "hatexplain"
@@ -229,7 +229,7 @@ def hatexplain_config(label: str | None = None, **options: Any) -> dict[str, Any
     vocabulary of ``vocab_size`` built on the training posts, :func:`kdfair_utils.text_models.train_wordpiece`)
     or ``bert-base-uncased`` (the pretrained models' own); sequences cut and padded to
     ``max_length`` tokens."""
-    from .checks import check_choice, check_int
+    from .validation import check_choice, check_int
 
     if label not in (None, "toxic"):
         raise ValueError(f"label {label!r}: hatexplain has one label, 'toxic'")

@@ -44,7 +44,7 @@ import numpy as np
 
 from .cache import cached_npz, config_key, file_lock, load_json, save_json, seal, unseal
 from .paths import usable_cores
-from .checks import SEED_RANGE, check_bool, check_choice, check_dir_path, check_int, check_writable_dir
+from .validation import SEED_RANGE, check_bool, check_choice, check_dir_path, check_int, check_writable_dir
 
 if TYPE_CHECKING:  # imported where used: datasets.py may import this module in turn
     from .datasets import Dataset

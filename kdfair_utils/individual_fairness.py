@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checks import check_int
+from .validation import check_int
 from .distill import check_temperature
 from .results import MetricSummary, summarize
 

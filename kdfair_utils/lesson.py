@@ -17,14 +17,15 @@ cell that says why and records nothing; :func:`setup` refuses it with the same r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .datasets import Dataset, load_dataset
 from .experiments import Profile, get_profile
-from .grid import GridConfig, GridResult, run_grid
-from .checks import check_device, check_dir_path, check_writable_dir
+from .grid import GridConfig, GridResult, model_specs, prepared_numerics, run_grid
+from .validation import check_device, check_dir_path, check_writable_dir
 from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
 
@@ -88,9 +89,35 @@ class Lesson:
         if experiment not in self._grids:
             cfg = self.config(experiment)
             same = next((g for name, g in self._grids.items() if self.config(name) == cfg), None)  # real data: one grid
-            self._grids[experiment] = same or run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir,
-                                                       device=self.device)
+            self._grids[experiment] = same or self._load_or_train(experiment, cfg)
         return self._grids[experiment]
+
+    def _load_or_train(self, experiment: str, cfg: GridConfig) -> GridResult:
+        """The grid from this machine's cache; else from a cache prepared on another machine (an
+        instructor's ``runs/``: :func:`~kdfair_utils.grid.prepared_numerics`); else trained here,
+        after saying how many models are missing and how to prepare them ahead."""
+        prepared = prepared_numerics(cfg, self.runs_dir, device=self.device)
+        if prepared is not None:
+            print(f"loading the {experiment} grid prepared on another machine (numerics {prepared}; "
+                  f"this machine's would key new models)")
+            try:
+                return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device,
+                                numerics_as=prepared)
+            except RuntimeError as exc:  # a prepared model or evaluation is damaged or missing: train here
+                print(f"the prepared cache cannot serve this grid ({exc}); training it here instead")
+        self._say_what_trains(experiment, cfg)
+        return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device)
+
+    def _say_what_trains(self, experiment: str, cfg: GridConfig) -> None:
+        """Before training: how many models are missing from the cache, and the command that
+        prepares them ahead (for a class: the instructor runs it once and shares ``runs/``)."""
+        specs = model_specs(cfg, device=self.device)
+        missing = sum(not (self.runs_dir / "models" / s.dirname / "meta.json").exists() for s in specs)
+        if missing:
+            sets = "".join(f" --set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.overrides.items())
+            print(f"{missing} of {len(specs)} models of the {experiment} grid are not cached in {self.runs_dir}: "
+                  f"training them now. To prepare them ahead (e.g. before a class): kdfair grid --profile "
+                  f"{self.profile.name} --experiment {experiment}{sets}")
 
     def table(self, experiment: str = "main"):
         """Every model of the experiment as one row, with the metrics the analysis settings ask for."""

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_choice, check_int
+from .validation import check_choice, check_int
 
 CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 TORCHVISION_MODELS = ("resnet18", "resnet50", "densenet121", "densenet169")

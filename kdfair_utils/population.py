@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import SEED_RANGE, check_int
+from .validation import SEED_RANGE, check_int
 from .distill import KDLoss, check_logits
 from .models import CIFAR_RESNET_DEPTHS
 from .train import (Normalize, TrainConfig, _augment, _autocast, _lr_at, build_optimizer, check_training_data, resident,

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .checks import check_bool, check_choice, check_int, check_number
+from .validation import check_bool, check_choice, check_int, check_number
 from .grid import GridConfig, GridResult, run_grid
 
 EXECUTORS = ("local", "submitit")
@@ -67,7 +67,7 @@ def run_grid_workers(cfg: GridConfig, *, workers: int = 1, executor: str = "loca
     """
     import torch
 
-    from .checks import check_device, check_dir_path, check_writable_dir
+    from .validation import check_device, check_dir_path, check_writable_dir
     from .grid import ENGINES
     from .paths import default_runs_dir
     from .train import PRECISIONS

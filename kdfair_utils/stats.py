@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from .checks import check_significance
+from .validation import check_significance
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_int
+from .validation import check_int
 
 PRETRAINED = ("bert-base-uncased", "distilbert-base-uncased")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 of a trained vocabulary
@@ -158,7 +158,7 @@ def train_text_model(model: nn.Module, input_ids: Any, attention_mask: Any, labe
     loss: cross-entropy, or ``kd`` (a :class:`~kdfair_utils.distill.KDLoss`) against the teacher's
     cached ``teacher_logits`` of the training posts). Text has no augmentation. Returns the
     per-epoch mean loss."""
-    from .checks import SEED_RANGE
+    from .validation import SEED_RANGE
     from .distill import KDLoss
     from .train import fit, resolve_device, resolve_precision, seed_everything
 

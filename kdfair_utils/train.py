@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import SEED_RANGE, check_bool, check_choice, check_device, check_int, check_number
+from .validation import SEED_RANGE, check_bool, check_choice, check_device, check_int, check_number
 from .distill import KDLoss, check_logits
 
 SCHEDULES = ("cosine", "step", "constant")

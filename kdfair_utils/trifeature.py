@@ -82,7 +82,7 @@ class TrifeatureSpec:
 
     def validate(self, prefix: str = "") -> None:
         """``ValueError`` naming the field (``prefix``: e.g. ``data_options.``)."""
-        from .checks import SEED_RANGE, check_int, check_number
+        from .validation import SEED_RANGE, check_int, check_number
 
         check_int(self.image_size, f"{prefix}image_size", minimum=8, maximum=1024)
         check_int(self.per_combination, f"{prefix}per_combination", minimum=1, maximum=1000)

@@ -27,7 +27,7 @@ from kdfair_utils.inference import blocked_slope, paired_comparison
 from kdfair_utils.lesson import setup
 from kdfair_utils.models import build_model
 from kdfair_utils.runner import run_series
-from kdfair_utils.checks import check_significance
+from kdfair_utils.validation import check_significance
 from kdfair_utils.train import TrainConfig, train_model
 
 # a valid tiny profile every override case starts from
@@ -233,13 +233,13 @@ API = [
     ("paired_comparison lengths", lambda r, d: paired_comparison([1.0, 2.0], [1.0]), "differ in length"),
     ("blocked_slope shape", lambda r, d: blocked_slope(np.ones((2, 3)), [1.0, 2.0]), "values must be"),
     ("setup PROFILE='huge'", setup_with(profile="huge"),
-     "profile must be one of quick, paper, cifar100, .*; got 'huge'"),
+     "profile must be one of quick, classroom, paper, cifar100, .*; got 'huge'"),
     ("setup PROFILE=5", setup_with(profile=5), "PROFILE must be a profile name"),
     ("setup OVERRIDES=[1]", setup_with(overrides=[1]), "OVERRIDES must be a dict"),
     ("setup OVERRIDES seeds=[0.5]", setup_with(overrides={"seeds": [0.5]}), r"seeds\[0\] must be an integer"),
     ("setup DEVICE='bogus'", setup_with(device="bogus"), "DEVICE 'bogus' is not a device"),
     ("setup runs_dir=<file>", setup_with(runs_dir=a_file), r"runs_dir \(\$KDFAIR_RUNS\) .* is not a folder"),
-    ("run_series profile='huge'", series_with(profile="huge"), "profile must be one of quick, paper"),
+    ("run_series profile='huge'", series_with(profile="huge"), "profile must be one of quick, classroom, paper"),
     ("run_series overrides", series_with(overrides={"student_train.lr": -1}), "student_train.lr must be > 0"),
     ("run_series device='bogus'", series_with(device="bogus"), "device 'bogus' is not a device"),
     ("run_series runs_dir=<file>", series_with(runs_dir=a_file), "runs_dir .* is not a folder"),

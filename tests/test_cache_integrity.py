@@ -277,7 +277,7 @@ def test_a_complete_read_only_cache_loads_and_an_incomplete_one_fails_before_tra
     runs = fresh_copy(pristine, tmp_path)
     if os.geteuid() == 0:
         real_access = os.access
-        monkeypatch.setattr("kdfair_utils.checks.os.access", lambda path, mode: (
+        monkeypatch.setattr("kdfair_utils.validation.os.access", lambda path, mode: (
             False if str(path).startswith(str(runs)) and mode & os.W_OK else real_access(path, mode)))
     paths = [runs, *runs.rglob("*")]
     before = {p: p.stat().st_mtime_ns for p in paths}

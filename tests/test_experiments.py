@@ -84,5 +84,5 @@ def test_run_name_follows_the_resolved_profile():
 
 
 def test_unknown_profile():
-    with pytest.raises(ValueError, match="profile must be one of quick, paper, cifar100, .*; got 'huge'"):
+    with pytest.raises(ValueError, match="profile must be one of quick, classroom, paper, cifar100, .*; got 'huge'"):
         get_profile("huge")

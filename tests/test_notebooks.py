@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_OVERRIDES
-from kdfair_utils import runner
+from kdfair_utils import checks, course, runner
 from kdfair_utils.results import ClaimVerdict, ClassBiasSummary, DatasetSummary, MetricSummary, Population
 
 NOTEBOOKS = runner.series_notebooks()
@@ -25,8 +25,9 @@ TINY = {**TINY_OVERRIDES, "teacher": "resnet20", "main.teacher_train.epochs": 2,
         "student_train.epochs": 2}
 
 
-def code_cells(path: Path) -> list[str]:
-    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+def code_cells(path: Path, *, parameters: bool = True) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+            and (parameters or "parameters" not in c.metadata.get("tags", []))]
 
 
 def test_series_is_ordered_and_complete():
@@ -68,7 +69,8 @@ def test_no_copied_setup_block_across_notebooks():
     """No run of 6 same-shaped code lines appears in two notebooks (the old 24-line setup block did)."""
     runs: dict[tuple[str, ...], set[str]] = {}
     for path in NOTEBOOKS:
-        lines = [x for cell in code_cells(path) for x in _normalised_lines(cell)]
+        # the parameters cell is the series' interface, the same in every notebook by design
+        lines = [x for cell in code_cells(path, parameters=False) for x in _normalised_lines(cell)]
         for i in range(len(lines) - 5):
             runs.setdefault(tuple(lines[i:i + 6]), set()).add(path.stem)
     shared = {run: nbs for run, nbs in runs.items() if len(nbs) > 1}
@@ -98,6 +100,17 @@ def test_a_failing_notebook_names_the_cell(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, bad)
     with pytest.raises(RuntimeError, match=r"01_bad.ipynb failed in cell \d+ \(KeyError: 'boom'\)"):
+        runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
+    nb.cells[2].metadata["tags"] = ["raises-exception"]  # a course-mode stub: run past, then accepted
+    nb.cells.append(nbformat.v4.new_code_cell("print('reached the end')"))
+    nbformat.write(nb, bad)
+    runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
+    ran = nbformat.read(tmp_path / "runs" / "quick" / "01_bad.ipynb", as_version=4)
+    assert ran.cells[-1].outputs[0]["text"] == "reached the end\n" and runner.untagged_errors(
+        tmp_path / "runs" / "quick" / "01_bad.ipynb") == []
+    nb.cells[1].source = "raise ValueError('untagged')"
+    nbformat.write(nb, bad)
+    with pytest.raises(RuntimeError, match=r"01_bad.ipynb failed in cell \d+ \(ValueError: untagged\)"):
         runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
     nb.cells = nb.cells[1:]
     nbformat.write(nb, bad)
@@ -196,6 +209,48 @@ def test_recorded_values(tiny_series):
 
 
 @pytest.mark.slow
+def test_every_self_check_of_the_instructor_notebooks_passes(tiny_series):
+    """The solutions in notebooks/ pass their self-checks and their comparisons with the library."""
+    _, report, _ = tiny_series
+    calls = 0
+    for path in NOTEBOOKS:
+        nb = nbformat.read(report.parent / path.name, as_version=4)
+        for cell in nb.cells:
+            text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+            for name in re.findall(r"checks\.(check_\w+)\(", cell.source):
+                calls += 1
+                assert f"{checks.PASSED} {name}: passed" in text, (path.name, text)
+            assert checks.FAILED not in text, (path.name, text)
+    assert calls == len(checks.CHECKS)  # each self-check is used by one exercise
+
+
+@pytest.mark.slow
+def test_student_notebooks_run_to_the_end_with_their_stubs(tiny_series):
+    """course/: every student notebook executes through papermill with its stubs; only cells
+    tagged raises-exception raise (NotImplementedError), and each self-check says what to do."""
+    root, _, _ = tiny_series
+    students = sorted(course.student_dir().glob("[0-9][0-9]_*.ipynb"))
+    overrides = {**TINY, "analysis.inference_seed": 1}  # the same models, a run folder of its own
+    report = runner.run_series("quick", overrides, runs_dir=root / "runs", data_dir=root / "data", notebooks=students,
+                               progress=False, cell_timeout=600)
+    assert json.loads((report.parent / "run.json").read_text())["trained"] == 0
+    raised = 0
+    for path in students:
+        nb = nbformat.read(report.parent / path.name, as_version=4)
+        assert runner.untagged_errors(report.parent / path.name) == []
+        for cell in nb.cells:
+            errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+            raised += bool(errors)
+            assert all(e.ename == "NotImplementedError" for e in errors), (path.name, errors)
+            text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+            for name in re.findall(r"checks\.(check_\w+)\(", cell.source):
+                assert f"{checks.FAILED} {name}: not implemented yet" in text, (path.name, text)
+        assert nb.cells[-1].cell_type == "markdown" and any(  # the lesson's record cell ran after the stubs
+            "record(s) written" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert raised >= 6
+
+
+@pytest.mark.slow
 def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
     """A notebook run by itself, as a user would, reusing the cached grid (nothing retrains)."""
     root, report, _ = tiny_series
@@ -214,7 +269,7 @@ def test_one_notebook_alone_with_the_papermill_cli(tiny_series, tmp_path):
 @pytest.mark.parametrize("parameter,message", [
     (["-p", "DEVICE", "bogus"], "DEVICE 'bogus' is not a device"),
     (["-y", "OVERRIDES: {seeds: [0.5]}"], r"seeds\[0\] must be an integer, got 0.5"),
-    (["-p", "PROFILE", "huge"], "profile must be one of quick, paper, .*; got 'huge'"),
+    (["-p", "PROFILE", "huge"], "profile must be one of quick, classroom, paper, .*; got 'huge'"),
     (["-y", "OVERRIDES: {analysis.neighbour_pairs: -1}"], "analysis.neighbour_pairs must be >= 0"),
 ])
 def test_a_bad_notebook_parameter_fails_in_the_first_cell_and_writes_nothing(parameter, message, tmp_path):
