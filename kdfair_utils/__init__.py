@@ -4,7 +4,8 @@ One module per concept: ``trifeature`` / ``datasets`` (data), ``models``, ``dist
 ``train``, ``grid`` (cached teacher/NDS/DS grid), ``experiments`` (profiles and the override
 vocabulary), ``paper`` (the paper's numbers and claims), ``results`` / ``stats`` (populations,
 typed records, statistics), ``class_bias``, ``group_fairness``, ``individual_fairness``,
-``report``, ``runner`` (``kdfair run``), ``lesson`` (notebook setup), ``paths``, ``cache``,
+``report``, ``runner`` (``kdfair run``), ``lesson`` (notebook setup), ``course`` (student notebooks)
+and ``checks`` (the exercises' self-checks), ``validation`` (argument checks), ``paths``, ``cache``,
 ``plots``, ``cli`` (the ``kdfair`` command).
 """
 

@@ -1,4 +1,7 @@
-"""Self-checks for the notebook exercises: ``checks.check_kd_loss(my_kd_loss)`` and five more.
+"""Self-checks for the notebook exercises: ``checks.check_kd_loss(my_kd_loss)`` and five more
+(:data:`CHECKS`), and :func:`check_result` (listed in :data:`GENERIC_CHECKS`, not in ``CHECKS``)
+for an exercise without a dedicated check: one call of the student's function against the
+library's value.
 
 Each check runs the student's function and the package's reference implementation on the same
 fixed list of seeded random and edge-case inputs and prints exactly one line:
@@ -7,6 +10,9 @@ fixed list of seeded random and edge-case inputs and prints exactly one line:
 * ``✗ check_NAME: HINT. Failing case i/N: INPUTS; expected X, got Y`` and returns ``False``
   (it stops at the first failing case).
 
+Every line any check prints starts with ``✓ `` or ``✗ ``, the check's name and a colon, and never
+contains "..".
+
 Conventions:
 
 * Deterministic and fast: the same inputs at every call (fixed seeds), well under a second.
@@ -14,13 +20,18 @@ Conventions:
   KD check passes the *same* teacher-logit object at two temperatures, to catch cached targets).
   A function that changes an input in place fails with a hint saying so.
 * A check never raises because of the student's function: ``NotImplementedError`` (the
-  exercise stub) gives "not implemented yet", any other exception its type and message, and a
-  result of the wrong type or shape a hint on what to return. Warnings are silenced while the
-  checks run. Only a bad argument to the check itself raises (``TypeError``: ``fn`` not callable).
+  exercise stub) gives "not implemented yet", any other exception its type and message, ``None``
+  "did you forget `return`?", and a result of the wrong type or shape a hint on what to return.
+  Warnings are silenced while the checks run. Only a bad argument to the check itself raises
+  (``TypeError``: ``fn`` not callable).
 * Diagnosis: when a result differs from the reference (``np.isclose``, rtol 1e-5, atol 1e-8),
-  the check evaluates a list of typical mistakes on the same inputs; the first that gives the
-  student's value names the mistake, else the hint is "differs from the reference". The cases
-  are chosen so that every listed mistake differs from the reference on at least one of them.
+  the check also runs the student's function on the remaining cases and names the first typical
+  mistake that reproduces it on *every* case where both give a value (cases where the student's
+  function raises or returns something unreadable or non-finite are skipped), the failing case
+  included; else the hint is "differs from the reference". One case alone is not enough: integer
+  results (the Welch count) coincide. A mistake of one case only (the cached teacher targets, the
+  constant class of the Welch count) needs to match on that case. The cases are chosen so that
+  every listed mistake differs from the reference, and from the mistakes before it, somewhere.
 
 The checks, their signatures and references:
 
@@ -28,8 +39,9 @@ The checks, their signatures and references:
   → scalar differentiable tensor (float64 inputs; value *and* gradient w.r.t. the student logits
   are compared) vs :func:`kdfair_utils.distill.kd_loss`.
 * :func:`check_welch_count` — ``fn(acc_a, overall_a, acc_b, overall_b, significance)`` → int
-  vs ``class_bias_from_accuracy(...).counts.raw`` (a class constant within both populations at
-  different values has p = NaN and is not counted).
+  vs ``class_bias_from_accuracy(...).counts.raw``. The package's convention: a class constant
+  within both populations at different values (Welch's t undefined, infinite) is not counted,
+  where scipy's p = 0 would count it.
 * :func:`check_bh` — ``fn(p_values, q)`` → boolean mask in input order vs
   ``kdfair_utils.stats.benjamini_hochberg(p) <= q``.
 * :func:`check_dpd` / :func:`check_eod` — ``fn(y_true, y_pred, groups)`` → float (0/1 labels,
@@ -40,8 +52,10 @@ The checks, their signatures and references:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -51,20 +65,21 @@ import torch
 from scipy import stats as sps
 from torch.nn import functional as F
 
-from .class_bias import class_bias_from_accuracy, normalized_class_accuracy
+from .class_bias import class_bias_from_accuracy
 from .distill import distillation_term, kd_loss
 from .group_fairness import demographic_parity_difference, equalized_odds_difference
 from .individual_fairness import input_distance, lipschitz_ratio, output_distance, softmax
-from .stats import benjamini_hochberg, holm
+from .stats import adjust_pvalues, benjamini_hochberg, holm
 
-__all__ = ["PASSED", "FAILED", "CHECKS", "check_kd_loss", "check_welch_count", "check_bh", "check_dpd",
-           "check_eod", "check_lipschitz"]
+__all__ = ["PASSED", "FAILED", "CHECKS", "GENERIC_CHECKS", "check_kd_loss", "check_welch_count", "check_bh",
+           "check_dpd", "check_eod", "check_lipschitz", "check_result"]
 
 PASSED = "✓"
 FAILED = "✗"
 RTOL, ATOL = 1e-5, 1e-8
 DIFFERS = "differs from the reference"
 NOT_IMPLEMENTED = "not implemented yet: replace the `raise NotImplementedError` stub with your code"
+RETURNS_NONE = "returns None: did you forget `return`?"
 
 Fn = Callable[..., Any]
 Mistake = tuple[str, Fn]  # (hint, a wrong implementation with the check's signature)
@@ -100,19 +115,46 @@ def _run(spec: _Spec, fn: Fn) -> bool:
     """Run ``fn`` on every case of ``spec``; print one line; True when all match the reference."""
     if not callable(fn):
         raise TypeError(f"check_{spec.name} needs your function, got {type(fn).__name__}")
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
+    with _quiet():
         cases = spec.cases()
         memo: dict = {}  # the student's copies keep the inputs' identity across cases
-        for i, case in enumerate(cases, 1):
+        values: list[np.ndarray | None] = []  # the student's readable results so far
+        for i, case in enumerate(cases):
             expected = _evaluate(spec, spec.reference, case)
-            hint, got = _judge(spec, fn, case, expected, memo)
+            hint, got, value = _judge(spec, fn, case, expected, memo)
+            if hint is None:  # a readable value that differs: which mistake gives it on every case?
+                values += [value] + [_student_value(spec, fn, later, memo) for later in cases[i + 1:]]
+                hint = _diagnose(spec, cases, i, values)
             if hint:
-                print(f"{FAILED} check_{spec.name}: {hint}. Failing case {i}/{len(cases)}: {case.label}; "
-                      f"expected {spec.show(expected)}, got {got}")
+                _say(FAILED, f"check_{spec.name}", f"{_sentence(hint)} Failing case {i + 1}/{len(cases)}: "
+                     f"{case.label}; expected {spec.show(expected)}, got {got}")
                 return False
-    print(f"{PASSED} check_{spec.name}: passed ({len(cases)} cases)")
+            values.append(value)
+    _say(PASSED, f"check_{spec.name}", f"passed ({len(cases)} cases)")
     return True
+
+
+def _quiet() -> contextlib.ExitStack:
+    """While a check runs: warnings and numpy floating-point messages silenced, and torch on one
+    thread (the inputs are tiny; a thread pool on a busy machine makes each op milliseconds)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    stack.enter_context(np.errstate(all="ignore"))
+    warnings.simplefilter("ignore")
+    stack.callback(torch.set_num_threads, torch.get_num_threads())
+    torch.set_num_threads(1)
+    return stack
+
+
+def _say(mark: str, name: str, text: str) -> None:
+    """Print the check's one line ``MARK NAME: TEXT``: whitespace (newlines too) collapsed, and in
+    ``TEXT`` every run of periods (a student's message ending in one, a truncation) becomes "…"."""
+    print(" ".join(f"{mark} {name}:".split()), re.sub(r"\.{2,}", "…", " ".join(text.split())))
+
+
+def _sentence(hint: str) -> str:
+    """``hint`` ended as a sentence: a period added unless it ends in . ? ! or …."""
+    return hint if hint.endswith((".", "?", "!", "…")) else hint + "."
 
 
 def _evaluate(spec: _Spec, func: Fn, case: _Case) -> np.ndarray:
@@ -120,46 +162,89 @@ def _evaluate(spec: _Spec, func: Fn, case: _Case) -> np.ndarray:
     return spec.read(func(*args), args)
 
 
-def _judge(spec: _Spec, fn: Fn, case: _Case, expected: np.ndarray, memo: dict) -> tuple[str, str]:
-    """The hint ("" when the student's result matches) and what the student's function gave."""
-    args = copy.deepcopy(case.inputs, memo)
+def _call(fn: Fn, args: tuple) -> tuple[Any, str, str]:
+    """``(fn(*args), "", "")`` or, when it raises, ``(None, hint, the exception's type)``: the student's
+    error is the report."""
     try:
-        result = fn(*args)
+        return fn(*args), "", ""
     except NotImplementedError:
-        return NOT_IMPLEMENTED, "NotImplementedError"
-    except Exception as e:  # noqa: BLE001 - the student's error is the report
-        return f"your function raised {type(e).__name__}: {_oneline(e)}{case.error_note}", type(e).__name__
+        return None, NOT_IMPLEMENTED, "NotImplementedError"
+    except Exception as e:  # noqa: BLE001
+        return None, f"your function raised {type(e).__name__}: {_oneline(e)}", type(e).__name__
+
+
+def _judge(spec: _Spec, fn: Fn, case: _Case, expected: np.ndarray,
+           memo: dict) -> tuple[str | None, str, np.ndarray | None]:
+    """(hint, what the student's function gave, its readable value): hint "" when the result matches,
+    None when it is readable but differs (for :func:`_diagnose`)."""
+    args = copy.deepcopy(case.inputs, memo)
+    result, error, raised = _call(fn, args)
+    if error:
+        return error + (case.error_note if raised != "NotImplementedError" else ""), raised, None
+    if result is None:
+        return RETURNS_NONE, "None", None
     changed = [n for n, a, b in zip(spec.arg_names, args, case.inputs) if not _same(a, b)]
     if changed:
         return (f"changes its input `{changed[0]}` in place (e.g. x.sort(), x /= T): work on a copy",
-                _brief(result))
+                _brief(result), None)
     try:
         got = spec.read(result, args)
     except _Wrong as w:
-        return str(w), _brief(result)
+        return str(w), _brief(result), None
     except Exception as e:  # noqa: BLE001
-        return f"returns {_brief(result)}, which cannot be read ({type(e).__name__}: {_oneline(e)})", _brief(result)
+        return (f"returns {_brief(result)}, which cannot be read ({type(e).__name__}: {_oneline(e)})",
+                _brief(result), None)
     if _close(got, expected):
-        return "", ""
+        return "", "", got
     if np.isfinite(expected).all() and not np.isfinite(got).all():
-        return spec.nonfinite, spec.show(got)
-    return _diagnose(spec, case, got), spec.show(got)
+        return spec.nonfinite, spec.show(got), got
+    return None, spec.show(got), got
 
 
-def _diagnose(spec: _Spec, case: _Case, got: np.ndarray) -> str:
-    """The hint of the first typical mistake that gives ``got`` on this case, else the fallback."""
-    for hint, wrong in case.mistakes + spec.mistakes:
-        try:
-            if _close(_evaluate(spec, wrong, case), got):
-                return hint
-        except Exception:  # noqa: BLE001 - a mistake undefined on these inputs (e.g. paired, 4 vs 6)
-            continue
+def _student_value(spec: _Spec, fn: Fn, case: _Case, memo: dict) -> np.ndarray | None:
+    """The student's readable value on ``case``, None where it raises or returns something unreadable."""
+    args = copy.deepcopy(case.inputs, memo)
+    result, error, _ = _call(fn, args)
+    try:
+        return None if error or result is None else spec.read(result, args)
+    except Exception:  # noqa: BLE001 - _Wrong or worse: skipped for matching
+        return None
+
+
+def _diagnose(spec: _Spec, cases: list[_Case], failing: int, values: list[np.ndarray | None]) -> str:
+    """The hint of the first typical mistake that reproduces the student's function, else the fallback.
+
+    A mistake of the failing case only (``_Case.mistakes``: the cached teacher targets, the constant
+    class) needs to give the student's value on that case. A mistake of the check (``_Spec.mistakes``)
+    must give it on the failing case *and* on every other case where both are defined (the student's
+    function neither raised nor returned something unreadable or non-finite, e.g. a NaN gradient on
+    huge logits; the mistake did not raise): with integer results, one case alone matches by
+    coincidence."""
+    case = cases[failing]
+    for hint, wrong in case.mistakes:
+        if _gives(spec, wrong, case, values[failing]):
+            return hint
+    for hint, wrong in spec.mistakes:
+        if _gives(spec, wrong, case, values[failing]) and all(
+                _gives(spec, wrong, other, value) is not False
+                for j, (other, value) in enumerate(zip(cases, values))
+                if j != failing and value is not None and np.isfinite(value).all()):
+            return hint
     return case.fallback
+
+
+def _gives(spec: _Spec, wrong: Fn, case: _Case, value: np.ndarray) -> bool | None:
+    """Does the mistake ``wrong`` give ``value`` on ``case``? None when it is undefined there (raises,
+    e.g. a paired test on 4 vs 6 models)."""
+    try:
+        return _close(_evaluate(spec, wrong, case), value)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=RTOL, atol=ATOL))
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -173,20 +258,26 @@ def _same(a: Any, b: Any) -> bool:
 
 def _oneline(e: BaseException) -> str:
     text = " ".join(str(e).split())
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _a(kind: str) -> str:
+    """``a float``, ``an int``, ``an ndarray``."""
+    return f"{'an' if kind[:1].lower() in 'aeiou' or kind.startswith('nd') else 'a'} {kind}"
 
 
 def _brief(x: Any) -> str:
     """``a float 0.25``, ``an ndarray of shape (3,)``: what a result is, in a few words."""
-    kind = type(x).__name__
-    kind = f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+    kind = _a(type(x).__name__)
+    if x is None:
+        return "None"
     try:
         if hasattr(x, "shape") and np.ndim(x) > 0:
             return f"{kind} of shape {tuple(x.shape)}"
-        text = " ".join(repr(x).split())
+        text = " ".join(repr(x.item() if isinstance(x, np.generic) else x).split())
     except Exception:  # noqa: BLE001 - a result that cannot even be shown
         return kind
-    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+    return f"{kind} {text if len(text) <= 60 else text[:59] + '…'}"
 
 
 # ----------------------------------------------------------------------------- result readers
@@ -236,7 +327,7 @@ def _read_float(value: Any, args: tuple, *, what: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- 1. KD loss
-_STABLE = "numerically unstable on large logits: use F.log_softmax, never torch.log(F.softmax(...)) or a bare exp"
+_STABLE = "numerically unstable on large logits: use F.log_softmax, never torch.log(F.softmax(x)) or a bare exp"
 _CACHED = "softened teacher targets were cached/reused across calls: recompute them at each call's temperature"
 
 
@@ -250,6 +341,12 @@ def _reverse_kl(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
     return T**2 * F.kl_div(log_t, log_s, reduction="batchmean", log_target=True)
 
 
+def _soft_cross_entropy(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    """T²·H(teacher, student) = the distillation term + T²·(the teacher's entropy)."""
+    log_p_t = F.log_softmax(t / T, dim=-1)
+    return distillation_term(s, t, T) - T**2 * (log_p_t.exp() * log_p_t).sum(-1).mean()
+
+
 _KD_MISTAKES: tuple[Mistake, ...] = (
     ("the distillation term is not multiplied by T² (multiply the KL by temperature**2)",
      lambda s, t, y, T, a: kd_loss(s, t, y, T, a, t2_scaling=False)),
@@ -259,6 +356,13 @@ _KD_MISTAKES: tuple[Mistake, ...] = (
      _kd_variant(lambda s, t, T: distillation_term(s, t, T) / s.shape[1])),
     ("the KL is summed over the batch: average it over the batch (reduction=\"batchmean\")",
      _kd_variant(lambda s, t, T: distillation_term(s, t, T) * s.shape[0])),
+    ("both terms are summed over the batch: average over the batch, don't sum (the KL with "
+     "reduction=\"batchmean\", the cross-entropy with its default reduction=\"mean\")",
+     lambda s, t, y, T, a: kd_loss(s, t, y, T, a) * s.shape[0]),
+    ("uses the cross-entropy with the soft targets instead of the KL divergence: they differ by the teacher's "
+     "entropy (same gradient, different value)", _kd_variant(_soft_cross_entropy)),
+    ("the temperature is used as an integer (int(T), round(T) or //): T can be any positive number (e.g. 2.5)",
+     lambda s, t, y, T, a: kd_loss(s, t, y, int(T), a)),
     ("alpha and 1 − alpha are swapped: alpha weights the distillation (KL) term, 1 − alpha the cross-entropy",
      lambda s, t, y, T, a: kd_loss(s, t, y, T, 1 - a)),
     ("the KL direction is reversed: use KL(teacher ‖ student), i.e. F.kl_div(log p_student, p_teacher)",
@@ -287,6 +391,7 @@ def _kd_cases() -> list[_Case]:
     return [first,
             case(8, 5, 4, 0.8, teacher=first.inputs[1], mistakes=(cached,), note=", the same teacher_logits as case 1"),
             case(1, 3, 4, 0.5),
+            case(5, 4, 2.5, 0.7),
             case(16, 10, 10, 0.0),
             case(6, 4, 1, 1.0),
             case(4, 6, 1, 0.8, scale=1000.0, fallback=_STABLE)]
@@ -307,8 +412,8 @@ def check_kd_loss(fn: Fn) -> bool:
 
 # ----------------------------------------------------------------------------- 2. Welch count
 def _welch_result(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
-                  significance: float) -> Any:
-    return class_bias_from_accuracy(acc_a, ov_a, acc_b, ov_b, significance=significance)
+                  significance: float, normalization: str = "ratio") -> Any:
+    return class_bias_from_accuracy(acc_a, ov_a, acc_b, ov_b, significance=significance, normalization=normalization)
 
 
 def _welch_count(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
@@ -316,33 +421,77 @@ def _welch_count(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: n
     return _welch_result(acc_a, ov_a, acc_b, ov_b, significance).counts.raw
 
 
-def _scipy_count(test: Fn, acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray,
-                 significance: float, **options: Any) -> int:
-    """Classes (or whatever ``options`` make it test) with scipy's p < significance."""
-    xa, xb = normalized_class_accuracy(acc_a, ov_a), normalized_class_accuracy(acc_b, ov_b)
-    return int(np.sum(test(xa, xb, **options).pvalue < significance))
+def _adjusted(method: str, identical: float) -> Fn:
+    """Count of the classes with ``method``-adjusted p < significance ("" for raw p >= significance),
+    a class constant and identical in both populations having p = ``identical`` (the package: 1; the
+    notebook's hand-written p-values: NaN, left out)."""
+    def count(*a: Any) -> int:
+        result = _welch_result(*a)
+        p = np.where(result.table["status"] == "identical_constant", identical, result.table["p"].to_numpy(float))
+        return int(np.sum(adjust_pvalues(p, method) < a[-1])) if method else int(np.sum(p >= a[-1]))
+    return count
 
 
+def _per_class(test: Fn, *, divide: bool = True, constant: bool = True) -> Fn:
+    """Count of the classes with ``test(xa, xb)`` p < significance, xa = acc / overall (acc − overall
+    when not ``divide``); with ``constant=False`` a class constant in both populations is left out
+    (p = NaN, as the notebook does), else it gets whatever ``test`` gives it."""
+    def count(acc_a: np.ndarray, ov_a: np.ndarray, acc_b: np.ndarray, ov_b: np.ndarray, significance: float) -> int:
+        xa, xb = (acc_a / ov_a[:, None], acc_b / ov_b[:, None]) if divide else (acc_a - ov_a[:, None],
+                                                                              acc_b - ov_b[:, None])
+        p = np.asarray(test(xa, xb), dtype=float)
+        if not constant:
+            p = np.where((np.ptp(xa, axis=0) == 0) & (np.ptp(xb, axis=0) == 0), np.nan, p)
+        return int(np.sum(p < significance))
+    return count
+
+
+def _either(hint: str, *wrongs: Fn) -> tuple[Mistake, ...]:
+    """One mistake written several ways (e.g. with and without the notebook's constant-class rule)."""
+    return tuple((hint, wrong) for wrong in wrongs)
+
+
+def _welch_ddof0(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """A hand-written Welch test with np.var's default ddof=0."""
+    va, vb = xa.var(axis=0) / len(xa), xb.var(axis=0) / len(xb)
+    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    return 2 * sps.t.sf(np.abs(xa.mean(0) - xb.mean(0)) / np.sqrt(va + vb), df)
+
+
+def _variants(test: Fn) -> tuple[Fn, Fn]:
+    return _per_class(test), _per_class(test, constant=False)
+
+
+_WELCH_TEST = "the paper's test is Welch's unpaired t-test, scipy.stats.ttest_ind(xa, xb, equal_var=False)"
 _WELCH_MISTAKES: tuple[Mistake, ...] = (
     ("no normalisation: divide each model's class accuracies by its overall accuracy (acc / overall[:, None])",
      lambda aa, oa, ab, ob, s: _welch_count(aa, np.ones_like(oa), ab, np.ones_like(ob), s)),
-    ("Student's t-test (equal_var=True): use Welch's unequal-variance test (equal_var=False)",
-     functools.partial(_scipy_count, sps.ttest_ind, equal_var=True)),
+    *_either("normalises by subtraction (acc − overall): the paper divides each model's class accuracies by its "
+             "overall accuracy (acc / overall[:, None])",
+             _per_class(lambda xa, xb: sps.ttest_ind(xa, xb, equal_var=False).pvalue, divide=False),
+             lambda *a: _welch_result(*a, normalization="difference").counts.raw),
+    *_either("Student's t-test (equal_var=True): use Welch's unequal-variance test (equal_var=False)",
+             *_variants(lambda xa, xb: sps.ttest_ind(xa, xb, equal_var=True).pvalue)),
+    ("sample variances with ddof=0 (np.var's default): Welch's test uses the unbiased variances, "
+     "np.var(x, axis=0, ddof=1)", _per_class(_welch_ddof0)),
     ("tests along the wrong axis (one test per model): test each class across the models (axis=0)",
-     functools.partial(_scipy_count, sps.ttest_ind, axis=1, equal_var=False)),
-    ("paired test (ttest_rel): the populations are independent models, use ttest_ind(..., equal_var=False)",
-     functools.partial(_scipy_count, sps.ttest_rel)),
-    ("counts BH-corrected p-values: #SC/#TC count raw p < significance, no correction",
-     lambda *a: _welch_result(*a).counts.bh),
-    ("counts Holm-corrected p-values: #SC/#TC count raw p < significance, no correction",
-     lambda *a: _welch_result(*a).counts.holm),
-    ("counts p >= significance: count the classes with p < significance",
-     lambda *a: _welch_result(*a).counts.tested - _welch_result(*a).counts.raw),
+     _per_class(lambda xa, xb: sps.ttest_ind(xa, xb, axis=1, equal_var=False).pvalue)),
+    *_either(f"paired test (ttest_rel): {_WELCH_TEST}; a paired test pairs the models by their position, "
+             "which is not the paper's #SC/#TC count", *_variants(lambda xa, xb: sps.ttest_rel(xa, xb).pvalue)),
+    *_either(f"a rank test (Mann–Whitney U): {_WELCH_TEST}",
+             *_variants(lambda xa, xb: sps.mannwhitneyu(xa, xb, axis=0).pvalue)),
+    *_either("counts BH-corrected p-values: #SC/#TC count raw p < significance, no correction",
+             _adjusted("bh", 1.0), _adjusted("bh", np.nan)),
+    *_either("counts Holm-corrected p-values: #SC/#TC count raw p < significance, no correction",
+             _adjusted("holm", 1.0), _adjusted("holm", np.nan)),
+    *_either("counts p >= significance: count the classes with p < significance",
+             _adjusted("", 1.0), _adjusted("", np.nan)),
     ("ignores the significance argument (uses 0.05)", lambda aa, oa, ab, ob, s: _welch_count(aa, oa, ab, ob, 0.05)),
 )
 
-_CONSTANT = ("counts a class that is constant in both populations at different values: Welch's t is undefined "
-             "there (scipy says p = 0); leave such classes out",
+_CONSTANT = ("counts a class that is constant within both populations at different values: Welch's t is "
+             "undefined there (infinite), and the package's convention is not to count such a class "
+             "(scipy's p = 0 would count it)",
              lambda *a: _welch_count(*a) + _welch_result(*a).degenerate["constant_different"])
 
 
@@ -365,7 +514,8 @@ def _welch_case(seed: int, n_a: int, n_b: int, c: int, significance: float, dege
 
 _WELCH = _Spec("welch_count", ("acc_a", "overall_a", "acc_b", "overall_b", "significance"), _welch_count,
                _WELCH_MISTAKES, lambda: [_welch_case(4, 5, 5, 100, 0.05), _welch_case(2, 5, 5, 40, 0.05, True),
-                                         _welch_case(3, 4, 6, 60, 0.05), _welch_case(1, 5, 5, 30, 0.01)],
+                                         _welch_case(3, 4, 6, 60, 0.05), _welch_case(1, 5, 5, 30, 0.01),
+                                         _welch_case(6, 3, 8, 80, 0.05), _welch_case(8, 6, 6, 80, 0.05)],
                _read_count, show=lambda v: str(int(v.item())))
 
 
@@ -381,14 +531,19 @@ def _bh_reference(p: np.ndarray, q: float) -> np.ndarray:
     return benjamini_hochberg(p) <= q
 
 
-def _bh_step(p: np.ndarray, q: float, *, step_down: bool = False, first_rank: int = 1) -> np.ndarray:
-    """A hand-written BH with a mistake: stop at the first failure, or ranks from ``first_rank``."""
+def _bh_step(p: np.ndarray, q: float, *, rule: str = "up", first_rank: int = 1) -> np.ndarray:
+    """A hand-written BH with a mistake: ``rule`` "down" stops at the first failure, "each" compares
+    each p-value with its own threshold; or ranks from ``first_rank``."""
     m, order = len(p), np.argsort(p)
     below = p[order] <= q * np.arange(first_rank, first_rank + m) / m
-    k = (m if below.all() else int(np.argmin(below))) if step_down else (int(np.flatnonzero(below).max()) + 1
-                                                                          if below.any() else 0)
+    if rule == "each":
+        k_mask = below
+    else:
+        k = (m if below.all() else int(np.argmin(below))) if rule == "down" else (
+            int(np.flatnonzero(below).max()) + 1 if below.any() else 0)
+        k_mask = np.arange(m) < k
     mask = np.zeros(m, dtype=bool)
-    mask[order[:k]] = True
+    mask[order] = k_mask
     return mask
 
 
@@ -396,10 +551,12 @@ _BH_MISTAKES: tuple[Mistake, ...] = (
     ("Bonferroni (p <= q/m): BH compares the i-th smallest p-value with i·q/m", lambda p, q: p <= q / len(p)),
     ("no correction (p <= q): compare the i-th smallest p-value with i·q/m", lambda p, q: p <= q),
     ("stops at the first p_(i) > i·q/m (step-down): BH is step-up, reject all up to the LARGEST i with "
-     "p_(i) <= i·q/m", functools.partial(_bh_step, step_down=True)),
-    ("the mask is in sorted order: return it in the input order (mask[order] = ...)",
+     "p_(i) <= i·q/m", functools.partial(_bh_step, rule="down")),
+    ("compares each p-value with its own threshold only: BH rejects every p-value up to the largest rank k that "
+     "passes, even ones above their own threshold (step-up)", functools.partial(_bh_step, rule="each")),
+    ("the mask is in sorted order: return it in the input order (mask[order] = rejected)",
      lambda p, q: _bh_reference(p, q)[np.argsort(p)]),
-    ("ranks start at 0: the i-th smallest p-value has rank i = 1..m (threshold i·q/m)",
+    ("ranks start at 0: the i-th smallest p-value has rank i = 1 to m (threshold i·q/m)",
      functools.partial(_bh_step, first_rank=0)),
     ("Holm's step-down thresholds q/(m − i + 1): BH uses i·q/m", lambda p, q: holm(p) <= q),
 )
@@ -430,6 +587,7 @@ def check_bh(fn: Fn) -> bool:
 
 # ----------------------------------------------------------------------------- 4./5. DPD and EOD
 _FIRST_TWO = "uses only the first two groups: take max − min over all groups"
+_PERCENT = "returns a percentage: return a fraction (the lessons print DPD/EOD ×100, the functions return 0 to 1)"
 
 
 def _dpd(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, **options: Any) -> float:
@@ -472,6 +630,7 @@ _DPD_MISTAKES: tuple[Mistake, ...] = (
     ('the largest deviation from the overall selection rate (fairlearn\'s method="to_overall"): take max − min '
      "between groups", functools.partial(_dpd, method="to_overall")),
     ("compares accuracy between groups: DPD compares selection rates P(ŷ = 1 | A = a)", _accuracy_gap),
+    (_PERCENT, lambda *a: 100 * _dpd(*a)),
 )
 
 _EOD_MISTAKES: tuple[Mistake, ...] = (
@@ -486,6 +645,7 @@ _EOD_MISTAKES: tuple[Mistake, ...] = (
      "FPR = P(ŷ = 1 | Y = 0, A))", _dpd),
     ("compares accuracy between groups: EOD compares TPR and FPR between groups", _accuracy_gap),
     (_FIRST_TWO, _first_two(_eod)),
+    (_PERCENT, lambda *a: 100 * _eod(*a)),
 )
 
 
@@ -594,3 +754,116 @@ def check_lipschitz(fn: Fn) -> bool:
 
 CHECKS: dict[str, Callable[[Fn], bool]] = {
     f.__name__: f for f in (check_kd_loss, check_welch_count, check_bh, check_dpd, check_eod, check_lipschitz)}
+
+
+# ----------------------------------------------------------------------------- the generic check
+def check_result(name: str, fn: Fn, args: tuple, expected: Any, *, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
+    """Check one call ``fn(*args)`` (array and tensor arguments copied) against ``expected``, the
+    library's value, for an exercise without a dedicated check; print one line ``✓ NAME: matches the
+    library (VALUE)`` and return True, or ``✗ NAME: HINT`` and return False.
+
+    Numbers, arrays and tensors match when they have the same shape and kind (a tensor for a tensor,
+    booleans for booleans) and equal values: exactly for booleans and integers, else
+    ``np.allclose(got, expected, rtol, atol)`` (NaN equal to NaN). Anything else matches by ``==``.
+    Never raises because of ``fn``; ``TypeError`` when ``name`` is not a str, ``fn`` not callable or
+    ``args`` not a tuple (or list)."""
+    if not isinstance(name, str):
+        raise TypeError(f"check_result needs the exercise's name (a str) first, got {type(name).__name__}")
+    if not callable(fn):
+        raise TypeError(f"check_result needs your function, got {type(fn).__name__}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"check_result needs the arguments as a tuple, e.g. (x,), got {type(args).__name__}")
+    with _quiet():
+        result, hint, _ = _call(fn, tuple(_copy(a) for a in args))
+        if not hint:
+            try:
+                hint = _compare(result, expected, rtol, atol)
+            except Exception as e:  # noqa: BLE001 - a result that cannot even be compared
+                hint = f"returns {_brief(result)}, which cannot be compared ({type(e).__name__}: {_oneline(e)})"
+    if hint:
+        _say(FAILED, name, hint)
+        return False
+    _say(PASSED, name, f"matches the library ({_short(expected)})")
+    return True
+
+
+def _copy(arg: Any) -> Any:
+    if isinstance(arg, np.ndarray):
+        return arg.copy()
+    if isinstance(arg, torch.Tensor):
+        return arg.detach().clone().requires_grad_(arg.requires_grad) if arg.is_leaf else arg.clone()
+    return arg
+
+
+def _numbers(x: Any) -> np.ndarray | None:
+    """``x`` as a numeric array (a tensor detached), None when it is not numbers."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if x is None or isinstance(x, (str, bytes, dict, set)):
+        return None
+    try:
+        arr = np.asarray(x)
+    except Exception:  # noqa: BLE001 - ragged or exotic
+        return None
+    return arr if arr.dtype.kind in "biufc" else None
+
+
+def _compare(result: Any, expected: Any, rtol: float, atol: float) -> str:
+    """"" when ``result`` matches ``expected``, else the hint."""
+    if result is None and expected is not None:
+        return RETURNS_NONE
+    want = _numbers(expected)
+    if want is None:
+        arrays = isinstance(result, np.ndarray) or isinstance(expected, np.ndarray)
+        same = np.array_equal(np.asarray(result, dtype=object), np.asarray(expected, dtype=object)) if arrays else (
+            result is expected or bool(result == expected))
+        return "" if same else _differs(_short(expected), _short(result), expected, result)
+    got = _numbers(result)
+    if (got is None or got.shape != want.shape or isinstance(result, torch.Tensor) != isinstance(expected, torch.Tensor)
+            or (got.dtype.kind == "b") != (want.dtype.kind == "b")):
+        return f"returns {_brief(result)}, expected {_kind(expected, want)}"
+    exact = want.dtype.kind in "biu"
+    same = (got == want) if exact else np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+    if np.all(same):
+        return ""
+    if want.ndim == 0:
+        return _differs(_short(expected), _short(result), want.item(), got.item())
+    first = tuple(np.argwhere(~np.asarray(same))[0])
+    at = "[" + ", ".join(map(str, first)) + "]"
+    return (_differs(f"{at} = {_number(want[first])}", f"{at} = {_number(got[first])}", want[first].item(),
+                     got[first].item(), at=f"{at} = ")
+            + f" (first of {int(np.size(same) - np.sum(same))} differing entries of {want.size}, shape {want.shape})")
+
+
+def _differs(expected: str, got: str, want: Any, value: Any, at: str = "") -> str:
+    """The "differs" hint; full precision when the short renderings look the same."""
+    if expected == got:
+        expected, got = at + repr(want), at + repr(value)
+    return f"differs from the library: expected {expected}, got {got}"
+
+
+def _kind(x: Any, arr: np.ndarray) -> str:
+    """``a float``, ``a bool``, ``an ndarray of shape (3,) of bool``: what ``expected`` is."""
+    if arr.ndim == 0 and not isinstance(x, (torch.Tensor, np.ndarray)):
+        return "a bool" if arr.dtype.kind == "b" else "an int" if arr.dtype.kind in "iu" else "a float"
+    return f"{_a(type(x).__name__)} of shape {tuple(arr.shape)}{' of bool' if arr.dtype.kind == 'b' else ''}"
+
+
+def _number(v: Any) -> str:
+    return f"{v:.8g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _short(x: Any) -> str:
+    """A few characters of ``x``: a number, a small array's entries, else its kind and shape."""
+    arr = _numbers(x)
+    if arr is None:
+        return _brief(x)
+    if arr.ndim == 0:
+        return _number(arr.item() if arr.dtype.kind != "b" else bool(arr))
+    if arr.size <= 6:
+        return "[" + ", ".join(_number(v) for v in arr.ravel().tolist()) + "]" + (
+            f" of shape {arr.shape}" if arr.ndim > 1 else "")
+    return _brief(x)
+
+
+GENERIC_CHECKS: tuple[str, ...] = ("check_result",)

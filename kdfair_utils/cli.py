@@ -118,7 +118,7 @@ def cmd_course(args: argparse.Namespace) -> int:
             return 1
         print(f"{len(lessons.notebooks())} student notebooks in {lessons.target} are up to date")
         return 0
-    written = lessons.build()
+    written = lessons.build(force=args.force)
     print(f"wrote {len(written)} of {len(lessons.notebooks())} student notebooks into {lessons.target}"
           + (": " + ", ".join(p.name for p in written) if written else " (all were up to date)"))
     return 0
@@ -206,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_readme)
 
     c = sub.add_parser("course", help="student notebooks: build course/ from notebooks/, or check it is up to date")
-    c.add_argument("action", choices=("build", "check"))
+    c.add_argument("action", choices=("build", "check"),
+                   help="build: write the student notebooks that changed (solutions replaced by stubs); check: exit "
+                        "1, naming them, when a student notebook is missing or out of date")
+    c.add_argument("--force", action="store_true",
+                   help="build: overwrite student notebooks that hold outputs (someone worked in them)")
     c.set_defaults(func=cmd_course)
     return parser
 

@@ -7,11 +7,12 @@ of them is missing or out of date. Conventions, nbgrader's where it has one:
 
 * A **solution region** is the lines from ``### BEGIN SOLUTION`` to ``### END SOLUTION`` (both
   on lines of their own, not nested). In a code cell the student version replaces them with
-  ``# YOUR CODE HERE`` and ``raise NotImplementedError()`` at the region's indentation; in a
+  ``# YOUR CODE HERE`` and ``raise NotImplementedError(...)`` at the region's indentation; in a
   markdown cell with :data:`ANSWER_STUB`.
-* Student cells that hold a stub are tagged ``raises-exception``: until they are filled in they
-  may raise, and papermill (nbclient) runs past tagged cells. The self-checks of
-  :mod:`kdfair_utils.checks` catch the stub's ``NotImplementedError`` and print a hint instead.
+* Exercises call the student's function only through a self-check of :mod:`kdfair_utils.checks`,
+  which catches the stub's ``NotImplementedError`` and prints a hint, so a student notebook runs
+  to the end. Cells that hold a stub are tagged ``raises-exception`` all the same: should a
+  student's own code raise there, JupyterLab's "Run All" and papermill (nbclient) go on.
 * The parameters cell's default profile becomes :data:`STUDENT_PROFILE` (``classroom``: the
   models an instructor prepares once with ``kdfair grid --profile classroom``).
 * Launch badges and links that point into ``notebooks/`` point into ``course/``.
@@ -37,7 +38,7 @@ from .cache import atomic_write
 from .runner import notebooks_dir
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+CODE_STUB = ("# YOUR CODE HERE", 'raise NotImplementedError("exercise: replace this line with your code")')
 ANSWER_STUB = "_YOUR ANSWER HERE_"
 RAISES = "raises-exception"
 STUDENT_PROFILE = "classroom"
@@ -110,7 +111,10 @@ def student_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookN
             if n:
                 tags.append(RAISES)
             if "parameters" in tags:
-                source = _PROFILE_LINE.sub(f'PROFILE = "{STUDENT_PROFILE}"', source, count=1)
+                source, found = _PROFILE_LINE.subn(f'PROFILE = "{STUDENT_PROFILE}"', source, count=1)
+                if not found:
+                    raise ValueError(f'{name}, cell {i}: the parameters cell has no line `PROFILE = "<name>"` '
+                                     f"to set to {STUDENT_PROFILE!r}")
         cell.source = source
         if tags:
             cell.metadata["tags"] = tags
@@ -147,24 +151,33 @@ class Lessons:
         """Names of student notebooks that are missing, differ from a fresh build, or have no
         instructor notebook any more."""
         expected = self.expected()
-        problems = [p.name for p, text in expected.items() if not p.exists() or p.read_text() != text]
+        problems = [p.name for p, text in expected.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
         extra = [p.name for p in self.target.glob("[0-9][0-9]_*.ipynb") if p not in expected]
         return sorted(problems + extra)
 
-    def build(self) -> list[Path]:
-        """Write every student notebook that changed (atomically); remove orphans; return the
-        paths written."""
+    def build(self, *, force: bool = False) -> list[Path]:
+        """Write every student notebook that changed (atomically) and return the paths written.
+        A student notebook that holds outputs (someone worked in it) is not overwritten unless
+        ``force``: ``ValueError`` names it first, and nothing is written. Orphans (no instructor
+        notebook) are left for :meth:`stale` to report."""
         expected = self.expected()  # parse everything first: a bad marker writes nothing
+        changed = {p: text for p, text in expected.items() if not p.exists() or p.read_text(encoding="utf-8") != text}
+        worked_in = [p.name for p in changed if p.exists() and _has_outputs(p)]
+        if worked_in and not force:
+            raise ValueError(f"{', '.join(worked_in)} in {self.target} hold outputs: someone worked in them. Work on a "
+                             "copy of course/ (e.g. cp -r course my-course); rebuild with --force to overwrite them")
         self.target.mkdir(parents=True, exist_ok=True)
-        written = []
-        for path, text in expected.items():
-            if not path.exists() or path.read_text() != text:
-                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
-                written.append(path)
-        for orphan in self.target.glob("[0-9][0-9]_*.ipynb"):
-            if orphan not in expected:
-                orphan.unlink()
-        return written
+        for path, text in changed.items():
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        return list(changed)
+
+
+def _has_outputs(path: Path) -> bool:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable: not a generated notebook either
+        return True
+    return any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 
 
 def default_lessons() -> Lessons:
@@ -177,10 +190,11 @@ def exercises(nb: nbformat.NotebookNode) -> list[str]:
             for a, b in EXERCISE.findall(cell.source)]
 
 
-def frame_problems(nb: nbformat.NotebookNode, name: str, names: list[str]) -> list[str]:
+def frame_problems(nb: nbformat.NotebookNode, name: str, names: list[str], folder: str = "notebooks") -> list[str]:
     """What a lesson lacks of its frame: a heading of :data:`FRAME_HEADINGS`, 3–5 objectives,
     links to the previous and next lesson of ``names`` (the series, in order), two exercises,
-    and a solution region in each exercise."""
+    a solution region (or its stub, in a student notebook) for each exercise, launch badges for
+    its path in ``folder`` and the install line."""
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     problems = [f"no '## {h}' heading" for h in FRAME_HEADINGS if not re.search(rf"^## {h}\b", markdown, re.M)]
     objectives = re.search(r"^## Learning objectives\n(.*?)(?=^#|\Z)", markdown, re.M | re.S)
@@ -194,10 +208,11 @@ def frame_problems(nb: nbformat.NotebookNode, name: str, names: list[str]) -> li
     found = exercises(nb)
     if len(found) < 2:
         problems.append(f"{len(found)} exercises (want at least 2)")
-    n_regions = sum(len(_regions(c.source.split("\n"), name)) for c in nb.cells)
+    n_regions = sum(len(_regions(c.source.split("\n"), name)) + c.source.count(ANSWER_STUB)
+                    + c.source.count(CODE_STUB[1]) for c in nb.cells)
     if n_regions < len(found):
         problems.append(f"{len(found)} exercises but {n_regions} solution regions")
-    if badges(f"notebooks/{name}") not in nb.cells[0].source:
+    if badges(f"{folder}/{name}") not in nb.cells[0].source:
         problems.append("no launch badges in the first cell")
     if not any(INSTALL in c.source for c in nb.cells if c.cell_type == "code"):
         problems.append(f"no code cell installs the package where it is missing ({INSTALL})")

@@ -356,6 +356,9 @@ PROFILES: dict[str, Profile] = {
     "hatexplain": Profile("hatexplain", _HATEXPLAIN, None, _TEXT_ANALYSIS),
     "hatexplain_tiny": Profile("hatexplain_tiny", _HATEXPLAIN_TINY, None, _TEXT_ANALYSIS),
 }
+# Profiles whose lessons load a complete set of models trained on another machine (other thread count, precision
+# or engine) instead of retraining: course mode, where an instructor prepares the cache once (kdfair_utils.lesson).
+PREPARED_CACHE_PROFILES = ("classroom",)
 REAL_DATA_PROFILES = tuple(name for name, p in PROFILES.items() if p.main.dataset != "trifeature")
 
 

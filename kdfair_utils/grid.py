@@ -756,40 +756,67 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     summary_path = runs / "grids" / f"{cfg.label}-{grid_key}.json"
     summary = {"config": cfg.to_dict(), "data": data.config, "numerics": keyed,
                "models": [dataclasses.asdict(s) for s in specs]}
-    if writable and (trained or not summary_path.exists() or load_json(summary_path).get("numerics") != keyed):
+    try:
+        recorded = load_json(summary_path).get("numerics") if summary_path.exists() else None
+    except (OSError, ValueError, AttributeError):  # a damaged summary is rewritten
+        recorded = None
+    if writable and (trained or recorded != keyed):
         save_json(summary_path, summary)
     return result
 
 
-def prepared_numerics(cfg: GridConfig, runs_dir: str | Path, *, device: str = "auto",
-                      precision: str = "auto") -> dict[str, Any] | None:
-    """The numerics another machine trained every model of ``cfg`` under, in ``runs_dir``, where
-    this machine's own keys miss some: e.g. an instructor's cache copied to a laptop with another
-    thread count (:func:`~kdfair_utils.train.numerics` is part of every key). Candidates are the
-    numerics recorded in the grid summaries of ``<runs>/grids/`` (any grid: a subset grid finds a
-    larger one's), newest first; returns None when this machine's keys find every model, or when
-    no candidate does. Pass the result to :func:`run_grid` as ``numerics_as``."""
-    models = Path(runs_dir) / "models"
-
-    def complete(numerics_as: dict[str, Any] | None) -> bool:
-        return all((models / s.dirname / "meta.json").exists()
-                   for s in model_specs(cfg, device=device, precision=precision, numerics_as=numerics_as))
-
-    if complete(None):
-        return None
-    here = numerics(device, precision)
-    summaries = sorted((Path(runs_dir) / "grids").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    seen: list[dict[str, Any]] = []
-    for path in summaries:
+def _recorded_numerics(runs: Path) -> list[dict[str, Any]]:
+    """Every numerics dict recorded in a cache: in the grid summaries (``<runs>/grids``) and in
+    the evaluation records (``<runs>/evals/*/``), distinct, in a fixed order."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in [*(runs / "grids").glob("*.json"), *(runs / "evals").glob("*/*.json")]:
         try:
-            found = load_json(path).get("numerics")
-        except (OSError, ValueError, AttributeError):
+            record = load_json(path)
+        except (OSError, ValueError):
             continue
-        if isinstance(found, dict) and found != here and found not in seen:
-            seen.append(found)
-            if complete(found):
-                return found
-    return None
+        numerics_ = record.get("numerics") if isinstance(record, dict) else None
+        if isinstance(numerics_, dict):
+            found.setdefault(json.dumps(numerics_, sort_keys=True), numerics_)
+    return [found[k] for k in sorted(found)]
+
+
+def find_prepared(cfg: GridConfig, runs_dir: str | Path, *, data: Dataset | None = None, device: str = "auto",
+                  precision: str = "auto") -> tuple[dict[str, Any] | None, str | None]:
+    """Where this machine's own keys miss some of ``cfg``'s models, a complete set trained
+    elsewhere in ``runs_dir``: e.g. an instructor's cache copied to a laptop with another thread
+    count or without bf16 (:func:`~kdfair_utils.train.numerics` is part of every key), or one
+    trained with the other engine. Returns ``(options, note)``: ``options`` are the
+    :func:`run_grid` keywords that load it (``numerics_as`` and/or ``engine``), or None when this
+    machine's keys find every model or no complete set exists; ``note`` says why a set that
+    has every model's weights cannot serve (its evaluation logits on ``data`` are missing), else
+    None. A set trained under other numerics must have its evaluation records for ``data`` (they
+    are never recomputed here); candidates are the numerics recorded in the cache, in a fixed
+    order, each with either engine."""
+    runs = Path(runs_dir)
+    eval_dir = eval_folder(runs, eval_sha256(data)) if data is not None else None
+    here = numerics(device, precision)
+
+    def weights(options: dict[str, Any]) -> list[ModelSpec] | None:
+        specs = model_specs(cfg, device=device, precision=precision, **options)
+        return specs if all((runs / "models" / s.dirname / "meta.json").exists() for s in specs) else None
+
+    if weights({}) is not None:
+        return None, None
+    note = None
+    for found in [here, *(n for n in _recorded_numerics(runs) if n != here)]:
+        for engine in ENGINES:
+            options = {"engine": engine} if found == here else {"numerics_as": found, "engine": engine}
+            if options == {"engine": "population"}:
+                continue  # this machine's own keys: checked above
+            specs = weights(options)
+            if specs is None:
+                continue
+            if found == here or eval_dir is None or all((eval_dir / f"{s.dirname}.json").exists() for s in specs):
+                return options, None
+            note = note or (f"{runs / 'models'} holds every model of this grid, trained under {found}, but "
+                            f"{eval_dir} lacks their evaluation logits on this data (they are computed where the "
+                            "models were trained): copy runs/evals from that machine too")
+    return None, note
 
 
 def _note_environments(meta: dict[str, dict[str, Any]], device: str) -> None:

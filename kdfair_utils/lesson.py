@@ -18,13 +18,14 @@ cell that says why and records nothing; :func:`setup` refuses it with the same r
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .datasets import Dataset, load_dataset
-from .experiments import Profile, get_profile
-from .grid import GridConfig, GridResult, model_specs, prepared_numerics, run_grid
+from .experiments import PREPARED_CACHE_PROFILES, Profile, get_profile
+from .grid import GridConfig, GridResult, find_prepared, model_specs, run_grid
 from .validation import check_device, check_dir_path, check_writable_dir
 from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
@@ -93,31 +94,30 @@ class Lesson:
         return self._grids[experiment]
 
     def _load_or_train(self, experiment: str, cfg: GridConfig) -> GridResult:
-        """The grid from this machine's cache; else from a cache prepared on another machine (an
-        instructor's ``runs/``: :func:`~kdfair_utils.grid.prepared_numerics`); else trained here,
-        after saying how many models are missing and how to prepare them ahead."""
-        prepared = prepared_numerics(cfg, self.runs_dir, device=self.device)
-        if prepared is not None:
-            print(f"loading the {experiment} grid prepared on another machine (numerics {prepared}; "
-                  f"this machine's would key new models)")
-            try:
-                return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device,
-                                numerics_as=prepared)
-            except RuntimeError as exc:  # a prepared model or evaluation is damaged or missing: train here
-                print(f"the prepared cache cannot serve this grid ({exc}); training it here instead")
-        self._say_what_trains(experiment, cfg)
-        return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device)
-
-    def _say_what_trains(self, experiment: str, cfg: GridConfig) -> None:
-        """Before training: how many models are missing from the cache, and the command that
-        prepares them ahead (for a class: the instructor runs it once and shares ``runs/``)."""
+        """The grid from this machine's cache; on a profile of :data:`PREPARED_CACHE_PROFILES`
+        (course mode) else from a complete set prepared on another machine (an instructor's
+        ``runs/``: :func:`~kdfair_utils.grid.find_prepared`); else trained here, after saying how
+        many models are missing and the command that prepares them ahead."""
         specs = model_specs(cfg, device=self.device)
         missing = sum(not (self.runs_dir / "models" / s.dirname / "meta.json").exists() for s in specs)
+        if missing and self.profile.name in PREPARED_CACHE_PROFILES:
+            options, note = find_prepared(cfg, self.runs_dir, data=self.data(experiment), device=self.device)
+            if options is not None:
+                print(f"loading the {experiment} grid prepared elsewhere ({options}): this machine's own thread "
+                      "count, precision or engine would give its models other keys, and train them again")
+                try:
+                    return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device,
+                                    **options)
+                except RuntimeError as exc:  # a prepared model or evaluation is damaged: train here
+                    print(f"the prepared models cannot serve this grid ({exc}); training it here instead")
+            elif note:
+                print(note)
         if missing:
-            sets = "".join(f" --set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.overrides.items())
+            sets = "".join(" --set " + shlex.quote(f"{k}={_compact_json(v)}") for k, v in self.overrides.items())
             print(f"{missing} of {len(specs)} models of the {experiment} grid are not cached in {self.runs_dir}: "
                   f"training them now. To prepare them ahead (e.g. before a class): kdfair grid --profile "
                   f"{self.profile.name} --experiment {experiment}{sets}")
+        return run_grid(cfg, runs_dir=self.runs_dir, data_dir=self.data_dir, device=self.device)
 
     def table(self, experiment: str = "main"):
         """Every model of the experiment as one row, with the metrics the analysis settings ask for."""
@@ -135,6 +135,10 @@ class Lesson:
         """Write this lesson's records to ``<out>/results/<notebook>.json`` and say where."""
         path = record(self.out_dir, self.notebook, records, profile=self.profile.name, config_key=self.profile.key)
         print(f"{len(records)} record(s) written to {path}")
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def setup(notebook: str, profile: str = "quick", overrides: dict[str, Any] | None = None, *, device: str = "auto",

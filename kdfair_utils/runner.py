@@ -66,16 +66,17 @@ def machine_description(device: str) -> str:
 
 
 def untagged_errors(path: Path) -> list[int]:
-    """Indices of the cells of an executed notebook that raised without being tagged
-    ``raises-exception``. papermill runs past tagged cells (the stubs of course mode's student
-    notebooks, :mod:`kdfair_utils.course`) but reports their errors afterwards; a run whose
-    errors are all tagged ran to the end by design."""
+    """Indices of the cells of an executed notebook that raised anything but an unfinished
+    exercise: a ``NotImplementedError`` in a cell tagged ``raises-exception`` (course mode's
+    stubs, :mod:`kdfair_utils.course`). papermill runs past tagged cells but reports their errors
+    afterwards; a run whose only errors are unfinished exercises ran to the end by design."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            and any(o.output_type == "error" for o in cell.outputs)
-            and "raises-exception" not in cell.metadata.get("tags", [])]
+            and any(o.output_type == "error" and not ("raises-exception" in cell.metadata.get("tags", [])
+                                                      and o.get("ename") == "NotImplementedError")
+                    for o in cell.outputs)]
 
 
 def run_series(profile: str = "quick", overrides: dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,

@@ -27,10 +27,12 @@ def test_code_regions_become_indented_stubs_and_markdown_regions_answer_stubs():
     source = "def f(x):\n    \"\"\"doc\"\"\"\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n\n\nf(1)"
     out, n = course.strip_solutions(source, "code")
     assert n == 1
-    assert out == "def f(x):\n    \"\"\"doc\"\"\"\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\n\nf(1)"
+    stub = course.CODE_STUB[1]
+    assert stub == 'raise NotImplementedError("exercise: replace this line with your code")'
+    assert out == f"def f(x):\n    \"\"\"doc\"\"\"\n    # YOUR CODE HERE\n    {stub}\n\n\nf(1)"
     top, n = course.strip_solutions("a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\n### BEGIN SOLUTION\nc\n### END SOLUTION",
                                     "code")
-    assert n == 2 and top == "a = 1\n# YOUR CODE HERE\nraise NotImplementedError()\n# YOUR CODE HERE\nraise NotImplementedError()"
+    assert n == 2 and top == f"a = 1\n# YOUR CODE HERE\n{stub}\n# YOUR CODE HERE\n{stub}"
     answer, n = course.strip_solutions("**Your answer.**\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "markdown")
     assert (answer, n) == ("**Your answer.**\n\n" + course.ANSWER_STUB, 1)
     assert course.strip_solutions("no regions", "code") == ("no regions", 0)
@@ -61,7 +63,7 @@ def test_the_student_notebook_stubs_tags_and_points_to_the_classroom():
     assert student.cells[0].source == f"# 01 · X\n\n{course.badges('course/01_x.ipynb')}"
     assert student.cells[1].source.startswith('PROFILE = "classroom"  # the profile')
     assert student.cells[1].metadata["tags"] == ["parameters"]
-    assert student.cells[2].source == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\n\nf()"
+    assert student.cells[2].source == f"def f():\n    # YOUR CODE HERE\n    {course.CODE_STUB[1]}\n\n\nf()"
     assert student.cells[2].metadata["tags"] == [course.RAISES]
     assert student.cells[2].outputs == [] and student.cells[2].execution_count is None
     assert "tags" not in student.cells[3].metadata
@@ -88,8 +90,25 @@ def test_the_check_fails_when_an_instructor_notebook_changes_until_rebuilt(tmp_p
     (lessons.target / NAMES[2]).unlink()
     assert lessons.stale() == sorted([NAMES[1], NAMES[2], "07_orphan.ipynb"])
     assert sorted(p.name for p in lessons.build()) == [NAMES[1], NAMES[2]]
-    assert lessons.stale() == [] and not (lessons.target / "07_orphan.ipynb").exists()
-    assert lessons.build() == []  # nothing changed: nothing written
+    assert lessons.stale() == ["07_orphan.ipynb"]  # an orphan is reported, never deleted
+    (lessons.target / "07_orphan.ipynb").unlink()
+    assert lessons.stale() == [] and lessons.build() == []  # nothing changed: nothing written
+
+
+def test_build_refuses_to_overwrite_a_student_notebook_someone_worked_in(tmp_path):
+    lessons = course.Lessons(tmp_path / "notebooks", tmp_path / "course")
+    shutil.copytree(LESSONS.source, lessons.source)
+    shutil.copytree(LESSONS.target, lessons.target)
+    worked = lessons.target / NAMES[3]
+    nb = nbformat.read(worked, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.outputs, code.execution_count = [nbformat.v4.new_output("stream", text="my work")], 3
+    nbformat.write(nb, worked)
+    before = worked.read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{NAMES[3]} in .* hold outputs: someone worked in them"):
+        lessons.build()
+    assert worked.read_text(encoding="utf-8") == before
+    assert [p.name for p in lessons.build(force=True)] == [NAMES[3]] and lessons.stale() == []
 
 
 def test_a_bad_marker_writes_no_student_notebook(tmp_path):
@@ -108,9 +127,7 @@ def test_every_lesson_is_framed(folder):
     assert [p.name for p in lessons] == NAMES == [p.name for p in runner.series_notebooks()]
     for path in lessons:
         nb = nbformat.read(path, as_version=4)
-        if folder == "course":  # the student copy has the stubs, and its badges point at course/
-            nb = nbformat.read(LESSONS.source / path.name, as_version=4)
-        assert course.frame_problems(nb, path.name, NAMES) == [], path.name
+        assert course.frame_problems(nb, path.name, NAMES, folder) == [], path.name
 
 
 def test_frame_problems_names_what_is_missing():
@@ -139,8 +156,9 @@ def test_student_notebooks_hold_no_solution_and_exercises_keep_their_checks():
                 solution = t.source.split(course.BEGIN)[1].split(course.END)[0].strip().splitlines()
                 assert not any(line.strip() in s.source for line in solution if len(line.strip()) > 12), name
                 assert s.metadata["tags"] == [course.RAISES]
+                assert "checks.check_" in t.source, name  # every code exercise ends in a self-check
             for call in re.findall(r"checks\.(check_\w+)\(", t.source):
-                assert call in checks.CHECKS and call in s.source  # the self-check stays for the student
+                assert hasattr(checks, call) and call in s.source  # the self-check stays for the student
 
 
 def test_the_classroom_profile_is_a_subset_of_quick():
@@ -151,40 +169,52 @@ def test_the_classroom_profile_is_a_subset_of_quick():
     assert course.STUDENT_PROFILE == "classroom"
 
 
-def test_a_cache_prepared_under_other_numerics_is_loaded_not_retrained(tiny_lesson, tmp_path, capsys):
+def test_a_cache_prepared_under_other_numerics_is_loaded_not_retrained(tiny_lesson, tmp_path, capsys, monkeypatch):
     """An instructor's runs/ copied to a laptop with another thread count: the keys hold the numerics, so the
-    laptop's own keys miss every model; the lesson finds the prepared ones and trains nothing."""
+    laptop's own keys miss every model; a classroom lesson finds the prepared ones and trains nothing."""
     import numpy as np
     import torch
 
     from conftest import TINY_OVERRIDES
-    from kdfair_utils.grid import prepared_numerics
+    from kdfair_utils import experiments, lesson as lesson_module
+    from kdfair_utils.grid import find_prepared
     from kdfair_utils.lesson import setup
     from kdfair_utils.results import Population
     from kdfair_utils.train import numerics
 
-    cfg, runs = tiny_lesson.config("main"), tiny_lesson.runs_dir
-    assert prepared_numerics(cfg, runs, device="cpu") is None  # this machine's own keys find them
+    cfg, runs, data = tiny_lesson.config("main"), tiny_lesson.runs_dir, tiny_lesson.data("main")
+    assert find_prepared(cfg, runs, data=data, device="cpu") == (None, None)  # this machine's own keys find them
     here = numerics("cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)
     try:
-        assert prepared_numerics(cfg, runs, device="cpu") == here
+        assert find_prepared(cfg, runs, data=data, device="cpu") == (
+            {"numerics_as": here, "engine": "population"}, None)
         lesson = setup("99_tiny", "quick", TINY_OVERRIDES, device="cpu", data_dir=tiny_lesson.data_dir, runs_dir=runs,
                        out_dir=tmp_path / "out")
+        monkeypatch.setattr(lesson_module, "PREPARED_CACHE_PROFILES", ("quick",))  # as the classroom profile
         capsys.readouterr()
         result = lesson.grid("main")
         out = capsys.readouterr().out
-        assert f"loading the main grid prepared on another machine (numerics {here}" in out
+        assert f"loading the main grid prepared elsewhere ({{'numerics_as': {here}" in out
         assert not result.trained and len(result.loaded) == len(result.specs)
         np.testing.assert_array_equal(result.logits(Population.ds(2)), tiny_lesson.grid("main").logits(Population.ds(2)))
-        for spec in result.specs[:1]:  # a prepared set with a model missing is not offered
-            folder = runs / "models" / spec.dirname
-            folder.rename(folder.with_name(folder.name + ".away"))
-            try:
-                assert prepared_numerics(cfg, runs, device="cpu") is None
-            finally:
-                folder.with_name(folder.name + ".away").rename(folder)
+        assert experiments.PREPARED_CACHE_PROFILES == ("classroom",)  # other profiles never load foreign models
+        specs = result.specs
+        evals = result.eval_dir
+        record = evals / f"{specs[0].dirname}.json"
+        record.rename(record.with_suffix(".away"))  # weights without their evaluation: not offered, and said why
+        try:
+            options, note = find_prepared(cfg, runs, data=data, device="cpu")
+            assert options is None and "lacks their evaluation logits on this data" in note
+        finally:
+            record.with_suffix(".away").rename(record)
+        folder = runs / "models" / specs[0].dirname  # a prepared set with a model missing is not offered
+        folder.rename(folder.with_name(folder.name + ".away"))
+        try:
+            assert find_prepared(cfg, runs, data=data, device="cpu") == (None, None)
+        finally:
+            folder.with_name(folder.name + ".away").rename(folder)
     finally:
         torch.set_num_threads(threads)
 
@@ -193,11 +223,13 @@ def test_the_lesson_names_the_command_that_prepares_missing_models(tiny_lesson, 
     from conftest import TINY_OVERRIDES
     from kdfair_utils.lesson import setup
 
-    lesson = setup("99_tiny", "quick", TINY_OVERRIDES, device="cpu", data_dir=tiny_lesson.data_dir,
-                   runs_dir=tmp_path / "empty", out_dir=tmp_path / "out")
-    lesson._say_what_trains("class_bias", lesson.config("class_bias"))
+    lesson = setup("99_tiny", "quick", {**TINY_OVERRIDES, "analysis.significance": 0.01}, device="cpu",
+                   data_dir=tiny_lesson.data_dir, runs_dir=tmp_path / "empty", out_dir=tmp_path / "out")
+    capsys.readouterr()
+    lesson.grid("main")
     out = capsys.readouterr().out
-    cfg = lesson.config("class_bias")
+    cfg = lesson.config("main")
     n = len(cfg.teacher_seeds) + len(cfg.seeds) * (1 + len(cfg.temperatures))  # teachers, NDS, DS
-    assert f"{n} of {n} models of the class_bias grid are not cached in {tmp_path / 'empty'}: training them now" in out
-    assert "kdfair grid --profile quick --experiment class_bias --set seeds=[0,1,2]" in out
+    assert f"{n} of {n} models of the main grid are not cached in {tmp_path / 'empty'}: training them now" in out
+    assert "kdfair grid --profile quick --experiment main --set 'seeds=[0,1,2]'" in out
+    assert "--set analysis.significance=0.01" in out

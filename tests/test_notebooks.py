@@ -101,7 +101,11 @@ def test_a_failing_notebook_names_the_cell(tmp_path):
     nbformat.write(nb, bad)
     with pytest.raises(RuntimeError, match=r"01_bad.ipynb failed in cell \d+ \(KeyError: 'boom'\)"):
         runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
-    nb.cells[2].metadata["tags"] = ["raises-exception"]  # a course-mode stub: run past, then accepted
+    nb.cells[2].metadata["tags"] = ["raises-exception"]  # tagged, but not an unfinished exercise: still a failure
+    nbformat.write(nb, bad)
+    with pytest.raises(RuntimeError, match=r"01_bad.ipynb failed in cell \d+ \(KeyError: 'boom'\)"):
+        runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
+    nb.cells[2].source = "raise NotImplementedError('exercise')"  # a course-mode stub: run past, then accepted
     nb.cells.append(nbformat.v4.new_code_cell("print('reached the end')"))
     nbformat.write(nb, bad)
     runner.run_series("quick", runs_dir=tmp_path / "runs", notebooks=[bad], progress=False)
@@ -208,46 +212,55 @@ def test_recorded_values(tiny_series):
     assert run["overrides"] == TINY and run["models"] == 17 + 14 and run["trained"] == 31
 
 
+CHECK_CALL = re.compile(r"checks\.(check_\w+)\(\s*(?:\"(\w+)\")?")
+
+
+def _check_lines(nb) -> list[tuple[list[str], list[str]]]:
+    """For every code cell that calls a self-check: the names it checks and the lines it printed
+    that start with a pass or fail mark."""
+    out = []
+    for cell in nb.cells:
+        names = [named or name for name, named in CHECK_CALL.findall(cell.source)] if cell.cell_type == "code" else []
+        if names:
+            text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            out.append((names, [line for line in text.splitlines() if line[:1] in (checks.PASSED, checks.FAILED)]))
+    return out
+
+
 @pytest.mark.slow
 def test_every_self_check_of_the_instructor_notebooks_passes(tiny_series):
     """The solutions in notebooks/ pass their self-checks and their comparisons with the library."""
     _, report, _ = tiny_series
-    calls = 0
+    used = set()
     for path in NOTEBOOKS:
-        nb = nbformat.read(report.parent / path.name, as_version=4)
-        for cell in nb.cells:
-            text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
-            for name in re.findall(r"checks\.(check_\w+)\(", cell.source):
-                calls += 1
-                assert f"{checks.PASSED} {name}: passed" in text, (path.name, text)
-            assert checks.FAILED not in text, (path.name, text)
-    assert calls == len(checks.CHECKS)  # each self-check is used by one exercise
+        for names, lines in _check_lines(nbformat.read(report.parent / path.name, as_version=4)):
+            assert [line.split(":")[0] for line in lines] == [f"{checks.PASSED} {n}" for n in names], (path.name, lines)
+            used.update(names)
+    assert set(checks.CHECKS) <= used  # every function check is used by an exercise
 
 
 @pytest.mark.slow
 def test_student_notebooks_run_to_the_end_with_their_stubs(tiny_series):
-    """course/: every student notebook executes through papermill with its stubs; only cells
-    tagged raises-exception raise (NotImplementedError), and each self-check says what to do."""
+    """course/: every student notebook executes through papermill with its stubs: no cell raises,
+    and every self-check says the exercise is not implemented yet."""
     root, _, _ = tiny_series
     students = sorted(course.student_dir().glob("[0-9][0-9]_*.ipynb"))
     overrides = {**TINY, "analysis.inference_seed": 1}  # the same models, a run folder of its own
     report = runner.run_series("quick", overrides, runs_dir=root / "runs", data_dir=root / "data", notebooks=students,
                                progress=False, cell_timeout=600)
     assert json.loads((report.parent / "run.json").read_text())["trained"] == 0
-    raised = 0
+    calls = 0
     for path in students:
         nb = nbformat.read(report.parent / path.name, as_version=4)
-        assert runner.untagged_errors(report.parent / path.name) == []
-        for cell in nb.cells:
-            errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
-            raised += bool(errors)
-            assert all(e.ename == "NotImplementedError" for e in errors), (path.name, errors)
-            text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
-            for name in re.findall(r"checks\.(check_\w+)\(", cell.source):
-                assert f"{checks.FAILED} {name}: not implemented yet" in text, (path.name, text)
-        assert nb.cells[-1].cell_type == "markdown" and any(  # the lesson's record cell ran after the stubs
-            "record(s) written" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert raised >= 6
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"], path.name
+        for names, lines in _check_lines(nb):
+            calls += len(names)
+            assert [line.split(":")[0] for line in lines] == [f"{checks.FAILED} {n}" for n in names], (path.name, lines)
+            assert all("not implemented yet" in line for line in lines), lines
+        assert any("record(s) written" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    stubs = sum(c.source.count(course.CODE_STUB[1]) for path in students
+                for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert calls == stubs >= len(students)  # one self-check per code exercise, each reporting its stub
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The notebooks' self-checks (:mod:`kdfair_utils.checks`): a correct student function passes, each
-typical mistake, written as a student would write it, fails with the hint that names it."""
+typical mistake, written as a student would write it, fails with the hint that names it, and a
+mistake is named only when it reproduces the student's function on every case."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ from kdfair_utils import checks
 CE = F.cross_entropy
 
 
+LINE = re.compile(r"[✓✗] [^\s:]+: \S[^\n]*\n")
+
+
 def run(check, fn, capsys) -> tuple[object, str]:
+    """``check(fn)`` and its output, which is one line ``✓/✗ NAME: …`` without ".."."""
     result = check(fn)
-    return result, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert LINE.fullmatch(out) and out.startswith(f"{'✓' if result else '✗'} {check.__name__}: "), out
+    assert ".." not in out, out
+    return result, out
 
 
 # ----------------------------------------------------------------------------- students: KD loss
@@ -68,6 +76,20 @@ def kd_eps(s, t, y, T, a):
     return a * T**2 * kl + (1 - a) * CE(s, y)
 
 
+def kd_int_temperature(s, t, y, T, a):
+    T = int(T)  # "the temperature is a whole number"
+    return kd_ok(s, t, y, T, a)
+
+
+def kd_soft_cross_entropy(s, t, y, T, a):  # Hinton's soft cross-entropy, not the KL
+    soft_ce = -(F.softmax(t / T, dim=1) * F.log_softmax(s / T, dim=1)).sum(1).mean()
+    return a * T**2 * soft_ce + (1 - a) * CE(s, y)
+
+
+def kd_no_return(s, t, y, T, a):
+    a * T**2 * kl_t(s, t, T) + (1 - a) * CE(s, y)  # computed, never returned
+
+
 def kd_per_example(s, t, y, T, a):
     return a * T**2 * kl_t(s, t, T, "none").sum(1) + (1 - a) * CE(s, y, reduction="none")
 
@@ -94,6 +116,13 @@ KD_WRONG = {
     ".detach()": (lambda *a: kd_ok(*a).detach(), "keep it a differentiable torch tensor"),
     "numpy": (lambda *a: kd_ok(*a).detach().numpy(), "no .item(), .detach() or numpy"),
     "per example": (kd_per_example, "returns shape (8,): average over the batch"),
+    "int(T)": (kd_int_temperature, "the temperature is used as an integer"),
+    "round(T)": (lambda s, t, y, T, a: kd_ok(s, t, y, round(T), a), "T can be any positive number (e.g. 2.5)"),
+    "soft cross-entropy": (kd_soft_cross_entropy, "uses the cross-entropy with the soft targets instead of the KL "
+                                                  "divergence: they differ by the teacher's entropy"),
+    "both summed": (lambda s, t, y, T, a: a * T**2 * kl_t(s, t, T, "sum") + (1 - a) * CE(s, y, reduction="sum"),
+                    "both terms are summed over the batch: average over the batch, don't sum"),
+    "no return": (kd_no_return, "returns None: did you forget `return`?"),
 }
 
 
@@ -105,9 +134,10 @@ def welch_notebook(acc_a, overall_a, acc_b, overall_b, significance):
     return int(np.sum((p < significance) & ~constant))
 
 
-def welch_p(xa, xb, **options):
-    """A student's per-class p-values, NaN where a class is constant in both populations."""
-    p = sps.ttest_ind(xa, xb, **{"axis": 0, "equal_var": False, **options}).pvalue
+def welch_p(xa, xb, ttest=sps.ttest_ind, **options):
+    """A student's per-class p-values (Welch's by default), NaN where a class is constant in both populations."""
+    p = (ttest(xa, xb, **{"axis": 0, "equal_var": False, **options}) if ttest is sps.ttest_ind
+         else ttest(xa, xb, axis=0)).pvalue
     return np.where((np.ptp(xa, axis=0) == 0) & (np.ptp(xb, axis=0) == 0), np.nan, p)
 
 
@@ -131,13 +161,19 @@ WELCH_WRONG = {
     "axis": (lambda aa, oa, ab, ob, sig: int(np.sum(sps.ttest_ind(aa / oa[:, None], ab / ob[:, None], axis=1,
                                                                   equal_var=False).pvalue < sig)), "wrong axis"),
     "paired": (lambda aa, oa, ab, ob, sig: int(np.sum(sps.ttest_rel(aa / oa[:, None], ab / ob[:, None]).pvalue
-                                                      < sig)), "paired test (ttest_rel)"),
+                                                      < sig)), "paired test (ttest_rel): the paper's test is "
+               "Welch's unpaired t-test, scipy.stats.ttest_ind(xa, xb, equal_var=False); a paired test pairs the "
+               "models by their position, which is not the paper's #SC/#TC count"),
+    "paired, notebook's constant rule": (lambda aa, oa, ab, ob, sig: int(np.sum(welch_norm_p(
+        aa, oa, ab, ob, ttest=sps.ttest_rel) < sig)), "paired test (ttest_rel)"),
     "BH": (lambda aa, oa, ab, ob, sig: int(np.sum(sps.false_discovery_control(
         welch_norm_p(aa, oa, ab, ob)[~np.isnan(welch_norm_p(aa, oa, ab, ob))]) < sig)), "counts BH-corrected"),
     "Holm": (welch_holm, "counts Holm-corrected"),
     "inverted": (lambda aa, oa, ab, ob, sig: int(np.sum(welch_norm_p(aa, oa, ab, ob) >= sig)), "counts p >= sig"),
     "constant class": (lambda aa, oa, ab, ob, sig: int(np.sum(sps.ttest_ind(
-        aa / oa[:, None], ab / ob[:, None], equal_var=False).pvalue < sig)), "constant in both populations"),
+        aa / oa[:, None], ab / ob[:, None], equal_var=False).pvalue < sig)), "constant within both populations at "
+        "different values: Welch's t is undefined there (infinite), and the package's convention is not to count "
+        "such a class (scipy's p = 0 would count it)"),
     "fixed 0.05": (lambda aa, oa, ab, ob, sig: welch_ok(aa, oa, ab, ob, 0.05), "ignores the significance argument"),
     "mask": (lambda aa, oa, ab, ob, sig: welch_norm_p(aa, oa, ab, ob) < sig, "return the number of significant"),
 }
@@ -194,6 +230,11 @@ def bh_holm(p_values, q):
     return reject
 
 
+def bh_own_threshold(p_values, q):
+    ranks = np.argsort(np.argsort(p_values)) + 1
+    return p_values <= ranks * q / len(p_values)
+
+
 def bh_in_place(p_values, q):
     p_values.sort()
     return bh_notebook(p_values, q)
@@ -209,6 +250,8 @@ BH_WRONG = {
     "adjusted": (lambda p, q: sps.false_discovery_control(p), "adjusted p-values"),
     "count": (lambda p, q: int(bh_notebook(p, q).sum()), "a count"),
     "in place": (bh_in_place, "changes its input `p_values` in place"),
+    "own threshold": (bh_own_threshold, "compares each p-value with its own threshold only: BH rejects every "
+                                        "p-value up to the largest rank k that passes"),
 }
 
 
@@ -240,6 +283,7 @@ def eod_first_two(y_true, y_pred, groups):
     return eod_notebook(y_true[keep], y_pred[keep], groups[keep])
 
 
+PERCENT = "returns a percentage: return a fraction (the lessons print DPD/EOD ×100, the functions return 0 to 1)"
 DPD_WRONG = {
     "y_true": (lambda yt, yp, g: float(np.ptp(rates(yt, g))), "uses y_true (base rates)"),
     "first two": (dpd_first_two, "only the first two groups"),
@@ -249,6 +293,7 @@ DPD_WRONG = {
     "to overall": (lambda yt, yp, g: float(np.max(np.abs(rates(yp, g) - yp.mean()))), 'method="to_overall"'),
     "accuracy": (lambda yt, yp, g: float(np.ptp(rates(yt == yp, g))), "compares accuracy"),
     "per group": (lambda yt, yp, g: rates(yp, g), "return a single float"),
+    "percent": (lambda yt, yp, g: 100 * dpd_notebook(yt, yp, g), PERCENT),
 }
 
 EOD_WRONG = {
@@ -259,6 +304,7 @@ EOD_WRONG = {
     "DPD": (dpd_notebook, "demographic parity difference"),
     "accuracy": (lambda yt, yp, g: float(np.ptp(rates(yt == yp, g))), "compares accuracy"),
     "first two": (eod_first_two, "only the first two groups"),
+    "percent": (lambda yt, yp, g: 100 * eod_notebook(yt, yp, g), PERCENT),
 }
 
 
@@ -378,7 +424,7 @@ def test_checks_are_deterministic_and_fast(name, capsys):
     for fn in (CORRECT[name][0], wrong) * 2:
         start = time.perf_counter()
         checks.CHECKS[name](fn)
-        assert time.perf_counter() - start < 2.0
+        assert time.perf_counter() - start < 1.0
         outputs.append(capsys.readouterr().out)
     assert outputs[:2] == outputs[2:] and outputs[0] != outputs[1]
 
@@ -396,3 +442,189 @@ def test_every_listed_mistake_is_diagnosed_by_its_own_hint(spec, capsys):
     for hint, wrong in spec.mistakes + tuple(m for case in spec.cases() for m in case.mistakes):
         assert checks._run(spec, wrong) is False
         assert hint in capsys.readouterr().out, hint
+
+
+# ----------------------------------------------------------------------------- a mistake must reproduce every case
+def welch_subtracted(aa, oa, ab, ob, sig):  # Hooker-style difference, per model
+    return int(np.sum(welch_p(aa - oa[:, None], ab - ob[:, None]) < sig))
+
+
+def welch_mann_whitney(aa, oa, ab, ob, sig):
+    return int(np.sum(sps.mannwhitneyu(aa / oa[:, None], ab / ob[:, None], axis=0).pvalue < sig))
+
+
+def welch_by_hand_ddof0(aa, oa, ab, ob, sig):
+    xa, xb = aa / oa[:, None], ab / ob[:, None]
+    va, vb = xa.var(axis=0) / len(xa), xb.var(axis=0) / len(xb)  # np.var: ddof=0
+    t = (xa.mean(0) - xb.mean(0)) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    return int(np.sum(2 * sps.t.sf(np.abs(t), df) < sig))
+
+
+@pytest.mark.parametrize("fn, wrong, right", [
+    (welch_subtracted, "paired test", "normalises by subtraction (acc − overall)"),
+    (welch_mann_whitney, "no normalisation", "a rank test (Mann–Whitney U)"),
+    (welch_by_hand_ddof0, "Student's t-test", "sample variances with ddof=0"),
+], ids=["acc − overall", "Mann–Whitney", "ddof=0 by hand"])
+def test_integer_coincidences_on_one_case_no_longer_name_the_wrong_mistake(fn, wrong, right, capsys):
+    """The review's three cases: each matched the named mistake on the failing case only."""
+    result, out = run(checks.check_welch_count, fn, capsys)
+    assert result is False and wrong not in out
+    assert right in out or checks.DIFFERS in out, out
+
+
+def test_a_mistake_matching_the_failing_case_only_is_not_named(capsys):
+    first = checks._WELCH.cases()[0].inputs[0]
+    student_t = WELCH_WRONG["Student"][0]
+
+    def student(aa, oa, ab, ob, sig):  # Student's t on case 1 (by chance), the reference everywhere else
+        return (student_t if np.array_equal(aa, first) else welch_ok)(aa, oa, ab, ob, sig)
+
+    _, out = run(checks.check_welch_count, student, capsys)
+    assert "Failing case 1/" in out and f": {checks.DIFFERS}. Failing" in out, out
+    assert run(checks.check_welch_count, student_t, capsys)[1].count("Student's t-test") == 1
+
+
+def test_a_student_that_raises_on_some_cases_is_matched_on_the_others(capsys):
+    def no_t2_on_small_batches(s, t, y, T, a):
+        if len(s) > 8:
+            raise RuntimeError("only batches up to 8")
+        return KD_WRONG["no T²"][0](s, t, y, T, a)
+
+    _, out = run(checks.check_kd_loss, no_t2_on_small_batches, capsys)
+    assert "not multiplied by T²" in out and "Failing case 1/" in out, out
+
+
+def test_the_paired_and_constant_hints_state_the_conventions(capsys):
+    _, out = run(checks.check_welch_count, WELCH_WRONG["paired"][0], capsys)
+    assert "independent" not in out and "Welch's unpaired t-test" in out and "by their position" in out
+    _, out = run(checks.check_welch_count, WELCH_WRONG["constant class"][0], capsys)
+    assert "Failing case 2/" in out and "convention" in out and "obviously" not in out
+
+
+def test_bh_case_one_tells_step_up_from_step_down_and_own_thresholds():
+    p, q = checks._BH.cases()[0].inputs
+    masks = [bh_notebook(p, q), bh_step_down(p, q), bh_own_threshold(p, q)]
+    assert len({m.tobytes() for m in masks}) == 3 and [int(m.sum()) for m in masks] == [7, 3, 6]
+
+
+def test_kd_has_a_non_integer_temperature():
+    assert any(not float(case.inputs[3]).is_integer() for case in checks._KD.cases())
+
+
+@pytest.mark.parametrize("name", list(checks.CHECKS))
+def test_returning_none_asks_about_return(name, capsys):
+    def forgot_return(*args):
+        args[0].copy() if hasattr(args[0], "copy") else None
+
+    result, out = run(checks.CHECKS[name], forgot_return, capsys)
+    assert result is False and out.startswith(f"✗ {name}: returns None: did you forget `return`? Failing case 1/")
+
+
+def test_an_error_ending_in_a_period_prints_no_double_period(capsys):
+    def in_place(s, t, y, T, a):
+        s.div_(T)  # RuntimeError: "... used in an in-place operation."
+        return kd_ok(s, t, y, T, a)
+
+    _, out = run(checks.check_kd_loss, in_place, capsys)
+    assert "your function raised RuntimeError" in out and "in-place operation. Failing case 1/" in out, out
+
+
+def test_a_long_error_is_cut_with_an_ellipsis(capsys):
+    def verbose(*args):
+        raise ValueError("word " * 100 + "... the end.")
+
+    _, out = run(checks.check_bh, verbose, capsys)
+    assert "…" in out and "the end" not in out
+
+
+# ----------------------------------------------------------------------------- check_result
+def result_line(capsys, *args, **kw) -> tuple[object, str]:
+    """``check_result(*args)`` and its one line (no "..")."""
+    ok = checks.check_result(*args, **kw)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith(f"{'✓' if ok else '✗'} {args[0]}: ") and ".." not in out, out
+    return ok, out
+
+
+def test_check_result_is_public_but_not_one_of_the_six():
+    assert "check_result" in checks.__all__ and checks.GENERIC_CHECKS == ("check_result",)
+    assert "check_result" not in checks.CHECKS and "GENERIC_CHECKS" in checks.__all__
+
+
+@pytest.mark.parametrize("fn, args, expected, shown", [
+    (lambda x: x * 2, (np.arange(4),), np.arange(4) * 2, "[0, 2, 4, 6]"),
+    (lambda x: x + 0.2, (0.1,), 0.3, "0.3"),  # 0.30000000000000004
+    (lambda p, q: p <= q, (np.array([0.01, 0.2]), 0.05), np.array([True, False]), "[True, False]"),
+    (lambda n: n // 2, (7,), 3, "3"),
+    (lambda x: torch.tensor([1.0, 2.0]) * x, (2.0,), torch.tensor([2.0, 4.0]), "[2, 4]"),
+    (lambda x: np.full((10, 10), x), (0.5,), np.full((10, 10), 0.5), "an ndarray of shape (10, 10)"),
+    (lambda: "ratio", (), "ratio", "a str 'ratio'"),
+], ids=["int array", "float within tolerance", "bool mask", "int", "tensor", "large array", "str"])
+def test_check_result_passes_on_equal_values(fn, args, expected, shown, capsys):
+    ok, out = result_line(capsys, "exercise_1", fn, args, expected)
+    assert ok is True and out == f"✓ exercise_1: matches the library ({shown})\n"
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("fn, expected, hint", [
+    (stub, 1.0, "not implemented yet: replace the `raise NotImplementedError` stub with your code"),
+    (lambda x: x["key"], 1.0, "your function raised IndexError: only integers"),
+    (lambda x: None, 1.0, "returns None: did you forget `return`?"),
+    (lambda x: x.reshape(3, 1), np.ones(3), "returns an ndarray of shape (3, 1), expected an ndarray of shape (3,)"),
+    (lambda x: x.mean(), np.ones(3), "returns a float64 1.0, expected an ndarray of shape (3,)"),
+    (lambda x: x, 2.0, "returns an ndarray of shape (3,), expected a float"),
+    (lambda x: torch.tensor(1.0), 1.0, "returns a Tensor tensor(1.), expected a float"),
+    (lambda x: x > 0, np.array([1, 1, 1]), "returns an ndarray of shape (3,), expected an ndarray of shape (3,)"),
+    (lambda x: x.sum(), 3.0 + 1e-6, "differs from the library: expected 3.000001, got 3"),
+    (lambda x: int(x.sum()) + 1, 3, "differs from the library: expected 3, got 4"),
+    (lambda x: 3.0 + 1e-11, 3, "differs from the library: expected 3, got 3.00000000001"),
+    (lambda x: x * [1, 2, 1], np.ones(3), "differs from the library: expected [1] = 1, got [1] = 2 (first of 1 "
+                                          "differing entries of 3, shape (3,))"),
+    (lambda x: "mean", "max", "differs from the library: expected a str 'max', got a str 'mean'"),
+], ids=["stub", "raises", "None", "shape", "scalar for array", "array for scalar", "tensor for float",
+        "bool for int", "float off", "int off", "int not exact", "array entry", "str"])
+def test_check_result_fails_with_a_hint(fn, expected, hint, capsys):
+    ok, out = result_line(capsys, "exercise_2", fn, (np.ones(3),), expected)
+    assert ok is False and out.startswith(f"✗ exercise_2: {hint}"), out
+
+
+def test_check_result_tolerances_are_arguments(capsys):
+    assert result_line(capsys, "e", lambda: 1.001, (), 1.0, rtol=1e-2)[0] is True
+    assert result_line(capsys, "e", lambda: 1e-10, (), 0.0, atol=1e-9)[0] is True
+    assert result_line(capsys, "e", lambda: 1e-10, (), 0.0)[0] is False
+
+
+class Hostile:
+    def __eq__(self, other):
+        raise ValueError("no comparing me")
+
+    def __repr__(self):
+        raise ValueError("no showing me")
+
+    def __array__(self, *args, **kwargs):
+        raise ValueError("no arrays either")
+
+
+@pytest.mark.parametrize("fn", [lambda x: Hostile(), lambda x: {}, lambda x: [1, [2, 3]], lambda x: x.sort(),
+                                lambda x: x.tolist().index(99)],
+                         ids=["hostile", "dict", "ragged", "in-place sort", "raises"])
+@pytest.mark.parametrize("expected", [0.5, np.array([1.0, 2.0, 3.0]), "text"])
+def test_check_result_never_raises_because_of_fn(fn, expected, capsys):
+    data = np.array([3.0, 1.0, 2.0])
+    ok, _ = result_line(capsys, "exercise_3", fn, (data,), expected)
+    assert ok is False and list(data) == [3.0, 1.0, 2.0]  # fn got a copy
+
+
+@pytest.mark.parametrize("name, fn, args", [(None, len, ((),)), ("e", 42, ()), ("e", len, np.ones(2))],
+                         ids=["name", "fn", "args"])
+def test_check_result_refuses_bad_arguments(name, fn, args):
+    with pytest.raises(TypeError, match="check_result needs"):
+        checks.check_result(name, fn, args, 1)
+
+
+def test_check_result_takes_the_arguments_as_a_list_too(capsys):
+    assert result_line(capsys, "e", len, [[1, 2]], 2)[0] is True
