@@ -219,14 +219,17 @@ def test_a_cache_prepared_under_other_numerics_is_loaded_not_retrained(tiny_less
         torch.set_num_threads(threads)
 
 
-def test_the_lesson_names_the_command_that_prepares_missing_models(tiny_lesson, tmp_path, capsys):
+def test_the_lesson_names_the_command_that_prepares_missing_models(tiny_lesson, tmp_path, capsys, monkeypatch):
     from conftest import TINY_OVERRIDES
+    from kdfair_utils import lesson as lesson_module
     from kdfair_utils.lesson import setup
+
+    monkeypatch.setattr(lesson_module, "run_grid", lambda cfg, **options: ("trained", options))  # no training here
 
     lesson = setup("99_tiny", "quick", {**TINY_OVERRIDES, "analysis.significance": 0.01}, device="cpu",
                    data_dir=tiny_lesson.data_dir, runs_dir=tmp_path / "empty", out_dir=tmp_path / "out")
     capsys.readouterr()
-    lesson.grid("main")
+    assert lesson.grid("main")[0] == "trained"
     out = capsys.readouterr().out
     cfg = lesson.config("main")
     n = len(cfg.teacher_seeds) + len(cfg.seeds) * (1 + len(cfg.temperatures))  # teachers, NDS, DS
