@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 
 from .cache import atomic_write
-from .runner import notebooks_dir
+from .runner import notebooks_dir, series_notebooks
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", 'raise NotImplementedError("exercise: replace this line with your code")')
@@ -137,7 +137,7 @@ class Lessons:
     target: Path
 
     def notebooks(self) -> list[Path]:
-        return sorted(self.source.glob("[0-9][0-9]_*.ipynb"))
+        return series_notebooks(self.source)
 
     def expected(self) -> dict[Path, str]:
         """Student path → the text it must hold."""
@@ -152,7 +152,7 @@ class Lessons:
         instructor notebook any more."""
         expected = self.expected()
         problems = [p.name for p, text in expected.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-        extra = [p.name for p in self.target.glob("[0-9][0-9]_*.ipynb") if p not in expected]
+        extra = [p.name for p in series_notebooks(self.target) if p not in expected]
         return sorted(problems + extra)
 
     def build(self, *, force: bool = False) -> list[Path]:

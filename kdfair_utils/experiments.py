@@ -38,9 +38,9 @@ Trifeature shape with the quick profile:
   teachers and 5 student seeds (252 seed relabellings: the permutation null can reach p ≈ 0.008;
   the 5 students share the 2 teachers, which the report's cluster bootstrap accounts for);
 * ``classroom`` (course mode, ``course/``) is ``quick`` at T = 1, 2, 4, 10, 40 (class bias: 2, 4,
-  10): 54 of quick's 79 models, the same cache entries, so ``make reproduce`` or ``kdfair grid
-  --profile classroom`` prepares a class's models once; no model takes more than a minute to
-  train on 2 CPU cores;
+  10): 54 of quick's 79 models, the same cache entries, so ``make reproduce`` or ``make
+  classroom`` prepares a class's models once; the longest training step, the two 100-class
+  teachers packed together, takes 2 minutes on 2 CPU cores;
 * ``paper`` has the paper's design — 5 teachers, 5 student seeds, T = 1..10 and 20, 30, 40 for
   fairness, T = 2..10 for class bias — at Trifeature scale, with longer schedules; it is for a GPU.
 

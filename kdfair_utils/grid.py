@@ -661,7 +661,7 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     models_dir = runs / "models"
     specs = model_specs(cfg, device=dev, precision=precision, engine=engine, numerics_as=numerics_as)
     writable = is_writable_dir(models_dir)  # a read-only cache can still be read, if it is complete
-    missing = [s for s in specs if not (models_dir / s.dirname / "meta.json").exists()]
+    missing = uncached(specs, runs)
     if missing and not writable:
         raise ValueError(f"runs_dir {str(runs)!r} is not writable and {len(missing)} model(s) are not cached "
                          f"there (e.g. {missing[0].dirname})")
@@ -765,6 +765,13 @@ def run_grid(cfg: GridConfig, *, runs_dir: str | Path | None = None, data_dir: s
     return result
 
 
+def uncached(specs: Sequence[ModelSpec], runs_dir: str | Path) -> list[ModelSpec]:
+    """The models of ``specs`` with no ``meta.json`` in ``<runs>/models`` (present is not yet
+    verified: :func:`run_grid` checks every file before it loads a model)."""
+    models = Path(runs_dir) / "models"
+    return [s for s in specs if not (models / s.dirname / "meta.json").exists()]
+
+
 def _recorded_numerics(runs: Path) -> list[dict[str, Any]]:
     """Every numerics dict recorded in a cache: in the grid summaries (``<runs>/grids``) and in
     the evaluation records (``<runs>/evals/*/``), distinct, in a fixed order."""
@@ -793,15 +800,15 @@ def find_prepared(cfg: GridConfig, runs_dir: str | Path, *, data: Dataset | None
     are never recomputed here); candidates are the numerics recorded in the cache, in a fixed
     order, each with either engine."""
     runs = Path(runs_dir)
-    eval_dir = eval_folder(runs, eval_sha256(data)) if data is not None else None
-    here = numerics(device, precision)
 
     def weights(options: dict[str, Any]) -> list[ModelSpec] | None:
         specs = model_specs(cfg, device=device, precision=precision, **options)
-        return specs if all((runs / "models" / s.dirname / "meta.json").exists() for s in specs) else None
+        return None if uncached(specs, runs) else specs
 
     if weights({}) is not None:
         return None, None
+    eval_dir = eval_folder(runs, eval_sha256(data)) if data is not None else None
+    here = numerics(device, precision)
     note = None
     for found in [here, *(n for n in _recorded_numerics(runs) if n != here)]:
         for engine in ENGINES:

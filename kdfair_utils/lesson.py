@@ -25,7 +25,7 @@ from typing import Any
 
 from .datasets import Dataset, load_dataset
 from .experiments import PREPARED_CACHE_PROFILES, Profile, get_profile
-from .grid import GridConfig, GridResult, find_prepared, model_specs, run_grid
+from .grid import GridConfig, GridResult, find_prepared, model_specs, run_grid, uncached
 from .validation import check_device, check_dir_path, check_writable_dir
 from .paths import default_data_dir, default_runs_dir
 from .results import Record, record
@@ -99,7 +99,7 @@ class Lesson:
         ``runs/``: :func:`~kdfair_utils.grid.find_prepared`); else trained here, after saying how
         many models are missing and the command that prepares them ahead."""
         specs = model_specs(cfg, device=self.device)
-        missing = sum(not (self.runs_dir / "models" / s.dirname / "meta.json").exists() for s in specs)
+        missing = len(uncached(specs, self.runs_dir))
         if missing and self.profile.name in PREPARED_CACHE_PROFILES:
             options, note = find_prepared(cfg, self.runs_dir, data=self.data(experiment), device=self.device)
             if options is not None:
